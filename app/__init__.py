@@ -1,0 +1,1 @@
+"""ticketing: tickets and orders as modules of one process, talking only through an event bus."""

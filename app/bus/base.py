@@ -1,0 +1,220 @@
+"""The bus interface every backend implements, and the delivery rules they share."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import ClassVar
+
+import msgspec
+
+from app.bus import signals
+
+log = logging.getLogger("ticketing.bus")
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """One event as it crosses the bus: the payload stays bytes until a listener decodes it."""
+
+    id: str
+    subject: str
+    data: bytes
+    occurred_at: datetime
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A message handed to one member of one group, for the attempt-th time."""
+
+    message: Message
+    group: str
+    attempt: int
+
+
+class Outcome(StrEnum):
+    """What a handler did with a delivery it acknowledged; reported to observers only."""
+
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+
+
+Handler = Callable[[Delivery], Awaitable[Outcome | None]]
+
+
+class Retry(Exception):
+    """Raised by a handler for a message that came too early: deliver it again later."""
+
+
+class Unprocessable(Exception):
+    """Raised by a handler for a message no retry can help (it cannot be decoded): dead-letter it now."""
+
+
+class BusClosedError(RuntimeError):
+    """The bus was asked to publish after it started shutting down."""
+
+
+class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
+    """A message its group could not handle within the allowed number of deliveries."""
+
+    id: str
+    group: str
+    attempts: int
+    error: str
+    failed_at: datetime
+    message: Message
+
+
+@dataclass
+class BusStats:
+    published: int = 0
+    delivered: int = 0
+    acked: int = 0
+    redelivered: int = 0
+    dead_lettered: int = 0
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How often and how patiently a failed delivery is retried before it is dead-lettered."""
+
+    max_deliver: int = 10
+    backoff: float = 0.05
+    backoff_max: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.max_deliver < 1:
+            raise ValueError("max_deliver must be at least 1")
+        if self.backoff < 0 or self.backoff_max < self.backoff:
+            raise ValueError("backoff must be >= 0 and backoff_max >= backoff")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before delivery number ``attempt + 1``: doubling, capped."""
+        return float(min(self.backoff_max, self.backoff * 2 ** (attempt - 1)))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the bus does with a delivery once its handler has run."""
+
+    ack: bool
+    retry_in: float | None = None
+    error: str = ""
+    outcome: Outcome | None = None
+
+    @property
+    def dead(self) -> bool:
+        return not self.ack and self.retry_in is None
+
+
+class Bus(ABC):
+    """Publish/subscribe by subject with queue groups, explicit ack, retries and dead letters."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, policy: DeliveryPolicy | None = None) -> None:
+        self.policy = policy or DeliveryPolicy()
+        self.stats = BusStats()
+
+    @abstractmethod
+    async def connect(self) -> None:
+        """Open connections and make sure streams exist."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop taking messages, let handlers in flight finish, hand back the rest, then close."""
+
+    @abstractmethod
+    async def publish(self, messages: Sequence[Message]) -> None:
+        """Publish messages in order; returns once the bus has taken responsibility for them."""
+
+    @abstractmethod
+    async def subscribe(self, subject: str, group: str, handler: Handler) -> None:
+        """Join ``group`` on ``subject``: the group gets every message, one member handles each."""
+
+    @abstractmethod
+    async def dead_letters(self) -> list[DeadLetter]:
+        """Messages that ran out of deliveries, oldest first."""
+
+    @abstractmethod
+    async def replay(self, dead_letter_id: str) -> bool:
+        """Deliver a dead letter to its group again; False when there is no such dead letter."""
+
+    @abstractmethod
+    async def ping(self) -> bool:
+        """True when the bus answers."""
+
+    def describe(self) -> str:
+        """What this bus is connected to, for logs and ``/health``."""
+        return self.kind
+
+    @property
+    @abstractmethod
+    def pending(self) -> int:
+        """Messages published here that a group of this process has not settled yet."""
+
+    async def run_handler(self, handler: Handler, delivery: Delivery) -> Verdict:
+        """Run one delivery and decide, the same way for every backend, what happens next."""
+        self.stats.delivered += 1
+        if delivery.attempt > 1:
+            self.stats.redelivered += 1
+        signals.delivery_started.send(self, delivery=delivery)
+        try:
+            outcome = await handler(delivery)
+        except Retry as exc:
+            verdict = self._failed(delivery, str(exc) or "retry requested", expected=True)
+        except Unprocessable as exc:
+            verdict = Verdict(ack=False, error=f"unprocessable: {exc}")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = "".join(traceback.format_exception_only(exc)).strip()
+            log.warning(
+                "[bus] Handler failed for %s / %s (attempt %d of %d): %s",
+                delivery.message.subject,
+                delivery.group,
+                delivery.attempt,
+                self.policy.max_deliver,
+                error,
+                exc_info=exc,
+            )
+            verdict = self._failed(delivery, error, expected=False)
+        else:
+            self.stats.acked += 1
+            verdict = Verdict(ack=True, outcome=outcome or Outcome.APPLIED)
+        if verdict.dead:
+            self.stats.dead_lettered += 1
+            log.error(
+                "[bus] Dead-lettered %s / %s after %d attempts: %s (event %s)",
+                delivery.message.subject,
+                delivery.group,
+                delivery.attempt,
+                verdict.error,
+                delivery.message.id,
+            )
+        signals.delivery_finished.send(self, delivery=delivery, verdict=verdict)
+        return verdict
+
+    def _failed(self, delivery: Delivery, error: str, *, expected: bool) -> Verdict:
+        if delivery.attempt >= self.policy.max_deliver:
+            return Verdict(ack=False, error=error)
+        delay = self.policy.delay(delivery.attempt)
+        if expected:
+            log.info(
+                "[bus] Not yet: %s / %s will come again in %.3fs (%s)",
+                delivery.message.subject,
+                delivery.group,
+                delay,
+                error,
+            )
+        return Verdict(ack=False, retry_in=delay, error=error)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

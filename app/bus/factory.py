@@ -1,0 +1,67 @@
+"""Picks a bus backend from ``TICKETING_BUS_URL``; a backend's driver is imported only when chosen."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from app.bus.base import Bus, DeliveryPolicy
+from app.settings import SettingsError
+
+T = TypeVar("T")
+
+_POLICY_OPTIONS: dict[str, type] = {"max_deliver": int, "backoff": float, "backoff_max": float}
+_MEMORY_OPTIONS: dict[str, type] = {"chaos": int, "chaos_delay": float, "chaos_duplicates": float}
+
+
+def create_bus(url: str) -> Bus:
+    """``memory://``, ``memory://?chaos=SEED`` or ``nats://host:port``, each with delivery options.
+
+    Options common to every backend: ``max_deliver`` (deliveries before a message is
+    dead-lettered), ``backoff`` and ``backoff_max`` (seconds before the first retry, doubling
+    up to the maximum).
+    """
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "memory":
+        from app.bus.memory import Chaos, MemoryBus
+
+        options = _options(url, parts.query, {**_POLICY_OPTIONS, **_MEMORY_OPTIONS})
+        policy = _build(url, DeliveryPolicy, _take(options, _POLICY_OPTIONS))
+        chaos = None
+        if "chaos" in options:
+            chaos_options = {
+                "seed": options["chaos"],
+                "max_delay": options.get("chaos_delay", Chaos.max_delay),
+                "duplicates": options.get("chaos_duplicates", Chaos.duplicates),
+            }
+            chaos = _build(url, Chaos, chaos_options)
+        elif options:
+            raise SettingsError(f"bus URL {url!r}: chaos_delay and chaos_duplicates need chaos=SEED")
+        return MemoryBus(policy=policy, chaos=chaos)
+    raise SettingsError(f"unsupported bus URL {url!r}: use memory://, memory://?chaos=SEED or nats://host:port")
+
+
+def _options(url: str, query: str, allowed: dict[str, type]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for key, values in parse_qs(query, keep_blank_values=True).items():
+        if key not in allowed:
+            known = ", ".join(sorted(allowed))
+            raise SettingsError(f"bus URL {url!r}: unknown option {key!r}; known options: {known}")
+        try:
+            options[key] = allowed[key](values[-1])
+        except ValueError:
+            kind = allowed[key].__name__
+            raise SettingsError(f"bus URL {url!r}: {key}={values[-1]!r} is not a valid {kind}") from None
+    return options
+
+
+def _take(options: dict[str, Any], names: dict[str, type]) -> dict[str, Any]:
+    return {key: options.pop(key) for key in list(options) if key in names}
+
+
+def _build(url: str, cls: type[T], kwargs: dict[str, Any]) -> T:
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:
+        raise SettingsError(f"bus URL {url!r}: {exc}") from None

@@ -1,0 +1,196 @@
+"""The in-process bus: the default backend, and with ``chaos`` a way to see the concurrency problem.
+
+Every subject keeps its messages for the life of the process, so a group that subscribes late
+still gets them all. Each group has one queue; each member of the group is one worker taking
+from it, which gives "exactly one member handles each message". Failed deliveries come back
+through a timer, so a message waiting for its turn never blocks the ones behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from blinker import Namespace
+
+from app.bus import signals
+from app.bus.base import (
+    Bus,
+    BusClosedError,
+    DeadLetter,
+    Delivery,
+    DeliveryPolicy,
+    Handler,
+    Message,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class Chaos:
+    """Delivers each message after a random delay, so out of order, and some of them twice."""
+
+    seed: int
+    max_delay: float = 0.02
+    duplicates: float = 0.25
+    rng: random.Random = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.max_delay < 0 or not 0 <= self.duplicates <= 1:
+            raise ValueError("chaos needs max_delay >= 0 and 0 <= duplicates <= 1")
+        object.__setattr__(self, "rng", random.Random(self.seed))
+
+    def delays(self) -> list[float]:
+        """The delays of the copies of one message: one, or two when it is duplicated."""
+        copies = 2 if self.rng.random() < self.duplicates else 1
+        return [self.rng.uniform(0, self.max_delay) for _ in range(copies)]
+
+
+@dataclass
+class _Group:
+    subject: str
+    name: str
+    queue: asyncio.Queue[Delivery] = field(default_factory=asyncio.Queue)
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+    idle: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+class MemoryBus(Bus):
+    kind = "in-memory bus"
+
+    def __init__(self, policy: DeliveryPolicy | None = None, chaos: Chaos | None = None) -> None:
+        super().__init__(policy)
+        self.chaos = chaos
+        self._streams: dict[str, list[Message]] = {}
+        self._groups: dict[tuple[str, str], _Group] = {}
+        # blinker does the fan-out from a subject to the groups listening to it.
+        self._fanout = Namespace()
+        self._outstanding: dict[str, int] = {}
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._dead: dict[str, DeadLetter] = {}
+        self._closing = False
+
+    async def connect(self) -> None:
+        self._closing = False
+
+    async def close(self) -> None:
+        self._closing = True
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        workers = [worker for group in self._groups.values() for worker in group.workers]
+        for group in self._groups.values():
+            # Idle workers are waiting on the queue: nothing to finish, stop them now.
+            for worker in group.idle:
+                worker.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        self._groups.clear()
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        if self._closing:
+            raise BusClosedError("the in-memory bus is shutting down")
+        for message in messages:
+            self._streams.setdefault(message.subject, []).append(message)
+            self.stats.published += 1
+            signals.published.send(self, message=message)
+            self._fanout.signal(message.subject).send(self, message=message)
+
+    async def subscribe(self, subject: str, group: str, handler: Handler) -> None:
+        if self._closing:
+            raise BusClosedError("the in-memory bus is shutting down")
+        key = (subject, group)
+        state = self._groups.get(key)
+        if state is None:
+            state = self._groups[key] = _Group(subject, group)
+
+            def offer(_sender: object, message: Message) -> None:
+                self._offer(state, message)
+
+            # Strong reference: the receiver lives as long as the group does.
+            self._fanout.signal(subject).connect(offer, sender=self, weak=False)
+            # A durable group: whatever was published before it existed is its backlog.
+            for message in self._streams.get(subject, []):
+                self._offer(state, message)
+        worker = asyncio.create_task(self._work(state, handler), name=f"bus:{subject}/{group}")
+        state.workers.append(worker)
+
+    async def dead_letters(self) -> list[DeadLetter]:
+        return sorted(self._dead.values(), key=lambda dead: dead.failed_at)
+
+    async def replay(self, dead_letter_id: str) -> bool:
+        dead = self._dead.get(dead_letter_id)
+        state = self._groups.get((dead.message.subject, dead.group)) if dead else None
+        if dead is None or state is None:
+            return False
+        del self._dead[dead_letter_id]
+        self._schedule(state, Delivery(dead.message, dead.group, 1), 0.0, new=True)
+        return True
+
+    async def ping(self) -> bool:
+        return not self._closing
+
+    def describe(self) -> str:
+        return f"{self.kind} (chaos seed {self.chaos.seed})" if self.chaos else self.kind
+
+    @property
+    def pending(self) -> int:
+        return len(self._outstanding)
+
+    def _offer(self, state: _Group, message: Message) -> None:
+        delays = self.chaos.delays() if self.chaos else [0.0]
+        for delay in delays:
+            self._schedule(state, Delivery(message, state.name, 1), delay, new=True)
+
+    def _schedule(self, state: _Group, delivery: Delivery, delay: float, *, new: bool) -> None:
+        if new:
+            key = delivery.message.id
+            self._outstanding[key] = self._outstanding.get(key, 0) + 1
+        if delay <= 0:
+            state.queue.put_nowait(delivery)
+            return
+        loop = asyncio.get_running_loop()
+        timer: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._timers.discard(timer)
+            state.queue.put_nowait(delivery)
+
+        timer = loop.call_later(delay, fire)
+        self._timers.add(timer)
+
+    def _settle(self, message: Message) -> None:
+        left = self._outstanding[message.id] - 1
+        if left:
+            self._outstanding[message.id] = left
+        else:
+            del self._outstanding[message.id]
+
+    async def _work(self, state: _Group, handler: Handler) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        while not self._closing:
+            state.idle.add(me)
+            try:
+                delivery = await state.queue.get()
+            finally:
+                state.idle.discard(me)
+            verdict = await self.run_handler(handler, delivery)
+            if verdict.retry_in is not None:
+                if not self._closing:
+                    retry = Delivery(delivery.message, delivery.group, delivery.attempt + 1)
+                    self._schedule(state, retry, verdict.retry_in, new=False)
+                continue
+            if verdict.dead:
+                dead_id = str(uuid.uuid4())
+                self._dead[dead_id] = DeadLetter(
+                    id=dead_id,
+                    group=delivery.group,
+                    attempts=delivery.attempt,
+                    error=verdict.error,
+                    failed_at=utcnow(),
+                    message=delivery.message,
+                )
+            self._settle(delivery.message)

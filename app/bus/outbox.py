@@ -1,0 +1,223 @@
+"""The transactional outbox: events are rows written with the change that caused them.
+
+``stage()`` adds the row to the caller's session and remembers the message on the session.
+When that session commits, the relay is handed the messages directly (no query, no polling
+delay), publishes them and marks their rows sent. At start the relay publishes whatever an
+earlier run committed but never marked sent, so a crash between commit and publish loses
+nothing; at worst an event is published twice, which every listener already tolerates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+from sqlalchemy import Index, LargeBinary, MetaData, String, delete, event, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from app.bus.base import Bus, Message, utcnow
+from app.db import TicketingSession, UTCDateTime
+
+log = logging.getLogger("ticketing.outbox")
+
+RELAY_KEY = "ticketing.relay"
+_STAGED_KEY = "ticketing.staged"
+_MARK_CHUNK = 500
+# Decimals go out as JSON numbers, exactly as written: prices are numbers in every payload.
+_encoder = msgspec.json.Encoder(decimal_format="number")
+
+
+class OutboxBase(DeclarativeBase):
+    metadata = MetaData()
+
+
+class OutboxRecord(OutboxBase):
+    __tablename__ = "bus_outbox"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(100))
+    source: Mapped[str] = mapped_column(String(50))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    __table_args__ = (
+        # Only unsent rows are ever searched for, at start-up.
+        Index(
+            "ix_bus_outbox_unsent",
+            "occurred_at",
+            sqlite_where=published_at.is_(None),
+            postgresql_where=published_at.is_(None),
+        ),
+    )
+
+    def to_message(self) -> Message:
+        return Message(
+            id=self.id,
+            subject=self.subject,
+            data=self.payload,
+            occurred_at=self.occurred_at,
+            source=self.source,
+        )
+
+
+def stage(session: AsyncSession, source: str, subject: str, payload: msgspec.Struct) -> Message:
+    """Write an event to the outbox in the session's transaction; it is published after commit."""
+    message = Message(
+        id=str(uuid.uuid4()),
+        subject=subject,
+        data=_encoder.encode(payload),
+        occurred_at=utcnow(),
+        source=source,
+    )
+    session.add(
+        OutboxRecord(
+            id=message.id,
+            subject=subject,
+            source=source,
+            payload=message.data,
+            occurred_at=message.occurred_at,
+        )
+    )
+    session.info.setdefault(_STAGED_KEY, []).append(message)
+    return message
+
+
+@event.listens_for(TicketingSession, "after_commit")
+def _hand_to_relay(session: Session) -> None:
+    staged = session.info.pop(_STAGED_KEY, None)
+    relay = session.info.get(RELAY_KEY)
+    if staged and relay is not None:
+        relay.enqueue(staged)
+
+
+@event.listens_for(TicketingSession, "after_rollback")
+def _forget_staged(session: Session) -> None:
+    session.info.pop(_STAGED_KEY, None)
+
+
+class Relay:
+    """Publishes committed outbox events, in commit order, and marks them sent."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        bus: Bus,
+        *,
+        retry_delay: float = 0.5,
+        keep_sent: timedelta = timedelta(days=1),
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._bus = bus
+        self._retry_delay = retry_delay
+        self._keep_sent = keep_sent
+        self._queue: list[Message] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Events committed but not yet handed to the bus."""
+        return len(self._queue)
+
+    def enqueue(self, messages: Sequence[Message]) -> None:
+        self._queue.extend(messages)
+        self._idle.clear()
+        self._wake.set()
+
+    async def start(self) -> int:
+        """Queue what an earlier run left unsent, then relay. Returns how many were recovered."""
+        async with self._sessionmaker() as session:
+            if self._keep_sent:
+                # Sent rows are history only; keep a day of it for people reading the table.
+                cutoff = utcnow() - self._keep_sent
+                await session.execute(delete(OutboxRecord).where(OutboxRecord.published_at < cutoff))
+                await session.commit()
+            rows = await session.scalars(
+                select(OutboxRecord).where(OutboxRecord.published_at.is_(None)).order_by(OutboxRecord.occurred_at)
+            )
+            recovered = [row.to_message() for row in rows]
+        if recovered:
+            log.info("[outbox] Relaying %d event(s) committed by an earlier run", len(recovered))
+            # Ahead of anything committed since: the recovered events are older.
+            self._queue[:0] = recovered
+            self.enqueue([])
+        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        return len(recovered)
+
+    async def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything committed so far has been published; False on timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        if self._task is None:
+            return
+        if not await self.flush(timeout):
+            log.warning("[outbox] %d event(s) left unsent; they go out at the next start", self.backlog)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                # Everything queued so far is one batch: under load batches grow on their own.
+                batch = self._queue[:]
+                try:
+                    await self._bus.publish(batch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning(
+                        "[outbox] Publishing %d event(s) failed, retrying in %.1fs: %s",
+                        len(batch),
+                        self._retry_delay,
+                        exc,
+                    )
+                    await asyncio.sleep(self._retry_delay)
+                    continue
+                del self._queue[: len(batch)]
+                for message in batch:
+                    log.info("[%s] Event published to subject %s", message.source, message.subject)
+                await self._mark_sent(batch)
+            if not self._queue:
+                self._idle.set()
+
+    async def _mark_sent(self, batch: Sequence[Message]) -> None:
+        now = utcnow()
+        ids = [message.id for message in batch]
+        try:
+            async with self._sessionmaker() as session:
+                for start in range(0, len(ids), _MARK_CHUNK):
+                    await session.execute(
+                        update(OutboxRecord)
+                        .where(OutboxRecord.id.in_(ids[start : start + _MARK_CHUNK]))
+                        .values(published_at=now)
+                    )
+                await session.commit()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Published but not marked: the next start publishes them again, which is safe.
+            log.warning("[outbox] Could not mark %d event(s) sent: %s", len(ids), exc)
+
+
+def relay_info(relay: Relay) -> dict[str, Any]:
+    """Session info that routes a session's staged events to ``relay`` on commit."""
+    return {RELAY_KEY: relay}

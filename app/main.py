@@ -1,0 +1,113 @@
+"""The one place where settings, database, bus and modules are wired into a Litestar app."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from app import db, ops
+from app.bus import Bus, create_bus
+from app.bus.outbox import OutboxBase, Relay, relay_info
+from app.common.auth import Tokens, provide_user
+from app.common.body import DecimalAsNumber
+from app.common.errors import exception_handlers
+from app.common.module import Module
+from app.settings import Settings
+
+log = logging.getLogger("ticketing")
+
+
+def load_module(name: str) -> Module:
+    module: Module = importlib.import_module(f"app.{name}").module
+    return module
+
+
+class Runtime:
+    """What the app starts and stops in its lifespan: engine, bus, relay, listeners."""
+
+    def __init__(self, settings: Settings, modules: list[Module], listening_on: int | None = None) -> None:
+        self.settings = settings
+        self.modules = modules
+        self.listening_on = listening_on
+        # Built now so that a bad URL fails at start-up, but nothing connects until start().
+        self.bus: Bus = create_bus(settings.bus.url)
+        self.engine: AsyncEngine = db.create_engine(settings.database.url)
+        self.relay = Relay(db.create_sessionmaker(self.engine), self.bus)
+        self.sessionmaker: async_sessionmaker[AsyncSession] = db.create_sessionmaker(
+            self.engine, **relay_info(self.relay)
+        )
+
+    @asynccontextmanager
+    async def lifespan(self, _: Litestar) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        async with self.engine.begin() as connection:
+            await connection.run_sync(OutboxBase.metadata.create_all)
+            for module in self.modules:
+                await connection.run_sync(module.metadata.create_all)
+        await self.bus.connect()
+        for module in self.modules:
+            log.info("[%s] Connected to %s", module.name, self.bus.kind)
+            log.info("[%s] Connected to %s", module.name, db.describe(self.engine))
+        await self.relay.start()
+        for module in self.modules:
+            for listener in module.listeners:
+                handler = listener.bind(module.name, self.sessionmaker)
+                await self.bus.subscribe(listener.subject, listener.group, handler)
+        if self.listening_on is not None:
+            for module in self.modules:
+                log.info("[%s] Listening on port %d", module.name, self.listening_on)
+
+    async def stop(self) -> None:
+        # Publish what is committed while the bus is still up, then let listeners finish.
+        await self.relay.stop()
+        await self.bus.close()
+        await self.engine.dispose()
+
+
+async def provide_session(state: State) -> AsyncIterator[AsyncSession]:
+    runtime: Runtime = state.runtime
+    async with runtime.sessionmaker() as session:
+        yield session
+
+
+def create_app(settings: Settings | None = None, *, listening_on: int | None = None) -> Litestar:
+    """The app for ``settings`` (default: from the environment); nothing connects until it starts."""
+    settings = settings or Settings.from_env()
+    if settings.auth.generated_secret:
+        log.warning(
+            "TICKETING_JWT_SECRET is not set: using a random key, so sign-ins end at restart "
+            "and other processes will not accept this one's tokens"
+        )
+    modules = [load_module(name) for name in settings.modules]
+    runtime = Runtime(settings, modules, listening_on)
+    return Litestar(
+        route_handlers=[*(route for module in modules for route in module.routes), *ops.routes],
+        lifespan=[runtime.lifespan],
+        dependencies={"session": Provide(provide_session), "user": Provide(provide_user)},
+        exception_handlers=exception_handlers,
+        plugins=[DecimalAsNumber()],
+        openapi_config=OpenAPIConfig(
+            title="ticketing",
+            version="0.1.0",
+            description="Tickets and orders kept consistent by versioned events.",
+        ),
+        state=State({"settings": settings, "runtime": runtime, "tokens": Tokens(settings.auth.jwt_secret)}),
+        # Logging is the process's business (``ticketing run`` sets it up), not the app's.
+        logging_config=None,
+        request_max_body_size=64 * 1024,
+        debug=False,
+    )

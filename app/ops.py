@@ -1,0 +1,137 @@
+"""Health and operations routes: ``/health`` and ``/ops/*``."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from litestar import Response, get, post
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.handlers.base import BaseRouteHandler
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
+
+from app import db
+from app.common.errors import NotFound, Unauthorized
+
+if TYPE_CHECKING:
+    from app.main import Runtime
+
+
+class Health(msgspec.Struct, rename="camel"):
+    status: str
+    database: str
+    database_ok: bool
+    bus: str
+    bus_ok: bool
+    modules: list[str]
+
+
+class BusCounters(msgspec.Struct, rename="camel"):
+    published: int
+    delivered: int
+    acked: int
+    redelivered: int
+    dead_lettered: int
+    pending: int
+
+
+class DeadLetterView(msgspec.Struct, rename="camel"):
+    id: str
+    subject: str
+    group: str
+    attempts: int
+    error: str
+    payload: Any
+    failed_at: datetime
+
+
+def _runtime(state: State) -> Runtime:
+    runtime: Runtime = state.runtime
+    return runtime
+
+
+def require_ops_token(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    expected = connection.app.state.settings.auth.ops_token
+    if expected is None:
+        return
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
+        raise Unauthorized("Not authorized: /ops needs Authorization: Bearer $TICKETING_OPS_TOKEN")
+
+
+@get("/health", tags=["ops"], cache_control=None)
+async def health(state: State) -> Response[Health]:
+    runtime = _runtime(state)
+    database_ok = await db.ping(runtime.engine)
+    bus_ok = await runtime.bus.ping()
+    body = Health(
+        status="ok" if database_ok and bus_ok else "unavailable",
+        database=db.describe(runtime.engine),
+        database_ok=database_ok,
+        bus=runtime.bus.describe(),
+        bus_ok=bus_ok,
+        modules=[module.name for module in runtime.modules],
+    )
+    status = HTTP_200_OK if database_ok and bus_ok else HTTP_503_SERVICE_UNAVAILABLE
+    return Response(body, status_code=status)
+
+
+@get("/ops/bus", tags=["ops"], guards=[require_ops_token])
+async def bus_counters(state: State) -> BusCounters:
+    runtime = _runtime(state)
+    stats = runtime.bus.stats
+    return BusCounters(
+        published=stats.published,
+        delivered=stats.delivered,
+        acked=stats.acked,
+        redelivered=stats.redelivered,
+        dead_lettered=stats.dead_lettered,
+        pending=runtime.bus.pending + runtime.relay.backlog,
+    )
+
+
+@get("/ops/dead-letters", tags=["ops"], guards=[require_ops_token])
+async def dead_letters(state: State) -> list[DeadLetterView]:
+    runtime = _runtime(state)
+    return [
+        DeadLetterView(
+            id=dead.id,
+            subject=dead.message.subject,
+            group=dead.group,
+            attempts=dead.attempts,
+            error=dead.error,
+            payload=_payload(dead.message.data),
+            failed_at=dead.failed_at,
+        )
+        for dead in await runtime.bus.dead_letters()
+    ]
+
+
+class Replayed(msgspec.Struct):
+    id: str
+    status: str = "replayed"
+
+
+@post(
+    "/ops/dead-letters/{dead_letter_id:str}/replay",
+    tags=["ops"],
+    guards=[require_ops_token],
+    status_code=HTTP_202_ACCEPTED,
+)
+async def replay_dead_letter(state: State, dead_letter_id: str) -> Replayed:
+    if not await _runtime(state).bus.replay(dead_letter_id):
+        raise NotFound(f"No dead letter with id {dead_letter_id}", field="id")
+    return Replayed(dead_letter_id)
+
+
+def _payload(data: bytes) -> Any:
+    try:
+        return msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return data.decode("utf-8", errors="replace")
+
+
+routes = [health, bus_counters, dead_letters, replay_dead_letter]

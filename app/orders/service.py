@@ -1,0 +1,120 @@
+"""The orders module's use cases; each one is one transaction, committed here."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import timedelta
+from decimal import Decimal
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
+
+from app.bus import Outcome, Retry
+from app.bus.base import utcnow
+from app.common.errors import Conflict, Forbidden, NotFound
+from app.common.events import OrderStatus
+from app.common.versioning import Step, next_step, retry_if_raced
+from app.orders.events import stage_order_cancelled, stage_order_created
+from app.orders.models import Order, TicketReplica
+
+EXPIRATION = timedelta(minutes=15)
+
+
+async def create_order(session: AsyncSession, user_id: str, ticket_id: str) -> tuple[Order, TicketReplica]:
+    ticket = await session.get(TicketReplica, ticket_id)
+    if ticket is None:
+        raise NotFound("Ticket not found", field="ticketId")
+    live = select(Order.id).where(Order.ticket_id == ticket_id, Order.status != OrderStatus.CANCELLED)
+    if await session.scalar(live.limit(1)) is not None:
+        raise Conflict("Ticket is already reserved", field="ticketId")
+    now = utcnow()
+    order = Order(
+        id=str(uuid.uuid4()),
+        user_id=user_id,
+        ticket_id=ticket_id,
+        status=OrderStatus.CREATED,
+        expires_at=now + EXPIRATION,
+        created_at=now,
+    )
+    session.add(order)
+    try:
+        await session.flush()
+    except IntegrityError:
+        # Another order for this ticket was inserted since the check above: the unique
+        # index on live orders let exactly one through, and it was not this one.
+        await session.rollback()
+        raise Conflict("Ticket is already reserved", field="ticketId") from None
+    stage_order_created(session, order, ticket.price)
+    await session.commit()
+    return order, ticket
+
+
+async def list_orders(session: AsyncSession, user_id: str) -> Sequence[tuple[Order, TicketReplica]]:
+    rows = await session.execute(
+        select(Order, TicketReplica)
+        .join(TicketReplica, TicketReplica.id == Order.ticket_id)
+        .where(Order.user_id == user_id)
+        .order_by(Order.created_at, Order.id)
+    )
+    return [(order, ticket) for order, ticket in rows.tuples()]
+
+
+async def get_order(session: AsyncSession, user_id: str, order_id: str) -> tuple[Order, TicketReplica]:
+    order = await session.get(Order, order_id)
+    if order is None:
+        raise NotFound("Order not found")
+    if order.user_id != user_id:
+        raise Forbidden("This order belongs to someone else")
+    ticket = await session.get(TicketReplica, order.ticket_id)
+    assert ticket is not None, "an order is only ever created for a known ticket"
+    return order, ticket
+
+
+async def cancel_order(session: AsyncSession, user_id: str, order_id: str) -> Order:
+    order, _ = await get_order(session, user_id, order_id)
+    if order.status == OrderStatus.CANCELLED:
+        return order  # already cancelled: nothing changes, nothing is published
+    if order.status == OrderStatus.COMPLETE:
+        raise Conflict("A completed order cannot be cancelled")
+    order.status = OrderStatus.CANCELLED
+    try:
+        await session.flush()
+    except StaleDataError:
+        # Someone saved the order first; if that was a cancellation, this one is done too.
+        await session.rollback()
+        order, _ = await get_order(session, user_id, order_id)
+        if order.status == OrderStatus.CANCELLED:
+            return order
+        raise Conflict("The order was changed meanwhile; reload it and retry") from None
+    stage_order_cancelled(session, order)
+    await session.commit()
+    return order
+
+
+async def copy_ticket(session: AsyncSession, ticket_id: str, title: str, price: Decimal, version: int) -> Outcome:
+    """ticket:created: start this module's copy of the ticket, at the version it was created with."""
+    replica = await session.get(TicketReplica, ticket_id)
+    if next_step("ticket", None if replica is None else replica.version, version) is Step.DUPLICATE:
+        return Outcome.DUPLICATE
+    session.add(TicketReplica(id=ticket_id, title=title, price=price, version=version))
+    async with retry_if_raced(session):
+        await session.commit()
+    return Outcome.APPLIED
+
+
+async def update_ticket_copy(
+    session: AsyncSession, ticket_id: str, title: str, price: Decimal, version: int
+) -> Outcome:
+    """ticket:updated: apply the next version of the ticket to this module's copy."""
+    replica = await session.get(TicketReplica, ticket_id)
+    if replica is None:
+        raise Retry(f"ticket {ticket_id} has no copy here yet: waiting for ticket:created")
+    if next_step("ticket", replica.version, version) is Step.DUPLICATE:
+        return Outcome.DUPLICATE
+    replica.title, replica.price, replica.version = title, price, version
+    async with retry_if_raced(session):
+        await session.commit()
+    return Outcome.APPLIED

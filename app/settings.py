@@ -1,0 +1,68 @@
+"""Settings, one dataclass per concern, read from the ``TICKETING_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+KNOWN_MODULES = ("users", "tickets", "orders")
+
+
+class SettingsError(ValueError):
+    """A setting has a value the app cannot run with."""
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "sqlite+aiosqlite:///ticketing.db"
+
+
+@dataclass(frozen=True)
+class BusSettings:
+    url: str = "memory://"
+
+
+@dataclass(frozen=True)
+class AuthSettings:
+    jwt_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    # True when the secret was made up at start: tokens will not survive a restart
+    # and will not be accepted by another process.
+    generated_secret: bool = True
+    ops_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Settings:
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    bus: BusSettings = field(default_factory=BusSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    modules: tuple[str, ...] = KNOWN_MODULES
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        secret = env.get("TICKETING_JWT_SECRET") or None
+        return cls(
+            database=DatabaseSettings(url=env.get("TICKETING_DATABASE_URL") or DatabaseSettings.url),
+            bus=BusSettings(url=env.get("TICKETING_BUS_URL") or BusSettings.url),
+            auth=AuthSettings(
+                jwt_secret=secret or secrets.token_urlsafe(32),
+                generated_secret=secret is None,
+                ops_token=env.get("TICKETING_OPS_TOKEN") or None,
+            ),
+            modules=parse_modules(env.get("TICKETING_MODULES") or ",".join(KNOWN_MODULES)),
+        )
+
+
+def parse_modules(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+    unknown = [name for name in names if name not in KNOWN_MODULES]
+    if unknown:
+        raise SettingsError(
+            f"TICKETING_MODULES names unknown module(s) {', '.join(unknown)}; choose from {', '.join(KNOWN_MODULES)}"
+        )
+    if not names:
+        raise SettingsError(f"TICKETING_MODULES is empty; choose from {', '.join(KNOWN_MODULES)}")
+    return names

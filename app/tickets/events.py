@@ -1,0 +1,30 @@
+"""What the tickets module publishes, built from its own model."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.bus.outbox import stage
+from app.common.events import Subjects, TicketCreated, TicketUpdated
+from app.tickets.models import Ticket
+
+MODULE = "tickets"
+
+
+def stage_ticket_created(session: AsyncSession, ticket: Ticket) -> None:
+    event = TicketCreated(
+        id=ticket.id, version=ticket.version, title=ticket.title, price=ticket.price, user_id=ticket.user_id
+    )
+    stage(session, MODULE, Subjects.TICKET_CREATED, event)
+
+
+def stage_ticket_updated(session: AsyncSession, ticket: Ticket) -> None:
+    event = TicketUpdated(
+        id=ticket.id,
+        version=ticket.version,
+        title=ticket.title,
+        price=ticket.price,
+        user_id=ticket.user_id,
+        order_id=ticket.order_id,
+    )
+    stage(session, MODULE, Subjects.TICKET_UPDATED, event)

@@ -1,0 +1,26 @@
+"""The tickets module hears of orders: they hold and release its tickets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from app.bus import Outcome
+from app.common.events import OrderCancelled, OrderCreated, QueueGroups, Subjects
+from app.common.module import Listener
+from app.tickets import service
+
+
+async def on_order_created(event: OrderCreated, session: AsyncSession) -> Outcome:
+    return await service.hold_for_order(session, event.id, event.ticket.id, event.version)
+
+
+async def on_order_cancelled(event: OrderCancelled, session: AsyncSession) -> Outcome:
+    return await service.release_for_order(session, event.id, event.ticket.id, event.version)
+
+
+listeners: list[Listener[Any]] = [
+    Listener(Subjects.ORDER_CREATED, QueueGroups.TICKETS, on_order_created),
+    Listener(Subjects.ORDER_CANCELLED, QueueGroups.TICKETS, on_order_cancelled),
+]

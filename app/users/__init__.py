@@ -1,0 +1,7 @@
+"""users: sign-up, sign-in and the session; issues the tokens every module accepts."""
+
+from app.common.module import Module
+from app.users.models import Base
+from app.users.routes import UserController
+
+module = Module(name="users", metadata=Base.metadata, routes=[UserController])

@@ -1,0 +1,290 @@
+"""The bus contract: every backend must pass every test here, unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+import uuid
+from collections import Counter, defaultdict
+
+import pytest
+
+from app.bus import Bus, BusClosedError, Delivery, Message, Outcome, Retry, Unprocessable
+from app.bus.base import utcnow
+from tests.bus.conftest import FAST, Harness
+from tests.helpers import eventually
+
+
+def message(subject: str, body: str, source: str = "tests") -> Message:
+    return Message(id=str(uuid.uuid4()), subject=subject, data=body.encode(), occurred_at=utcnow(), source=source)
+
+
+def unique(name: str) -> str:
+    # Subjects unique per test, so backends with a shared broker never mix tests up.
+    return f"{name}-{uuid.uuid4().hex[:8]}:created"
+
+
+async def test_message_crosses_as_bytes_with_its_id_time_and_source(bus: Bus) -> None:
+    subject = unique("bytes")
+    got: list[Delivery] = []
+
+    async def handler(delivery: Delivery) -> None:
+        got.append(delivery)
+
+    await bus.subscribe(subject, "g", handler)
+    sent = message(subject, '{"price": 10.5, "title": "café"}', source="tickets")
+    await bus.publish([sent])
+    await eventually(lambda: got, what="the delivery")
+
+    received = got[0].message
+    assert isinstance(received.data, bytes)
+    assert received.data == sent.data
+    assert (received.id, received.subject, received.source) == (sent.id, subject, "tickets")
+    assert received.occurred_at == sent.occurred_at
+    assert (got[0].group, got[0].attempt) == ("g", 1)
+
+
+async def test_every_group_gets_every_message_and_one_member_handles_each(harness: Harness) -> None:
+    subject = unique("fanout")
+    handled: dict[str, list[str]] = defaultdict(list)
+
+    def member(name: str):  # type: ignore[no-untyped-def]
+        async def handler(delivery: Delivery) -> None:
+            await asyncio.sleep(0.001)  # some work, so that members overlap
+            handled[name].append(delivery.message.id)
+
+        return handler
+
+    # Three members of "orders" on three connections, as three processes would be.
+    for index in range(3):
+        connection = await harness.connect()
+        await connection.subscribe(subject, "orders", member(f"orders-{index}"))
+    await (await harness.connect()).subscribe(subject, "tickets", member("tickets-0"))
+
+    publisher = await harness.connect()
+    sent = [message(subject, str(n)) for n in range(60)]
+    # Publishers race each other too.
+    await asyncio.gather(*(publisher.publish(sent[n : n + 10]) for n in range(0, 60, 10)))
+
+    def orders_ids() -> list[str]:
+        return [i for name, ids in handled.items() if name.startswith("orders") for i in ids]
+
+    await eventually(lambda: len(orders_ids()) >= 60 and len(handled["tickets-0"]) >= 60)
+    assert Counter(orders_ids()) == Counter(m.id for m in sent), "each message handled once by orders"
+    assert sorted(handled["tickets-0"]) == sorted(m.id for m in sent)
+    assert sum(1 for name in handled if name.startswith("orders") and handled[name]) >= 2
+
+
+async def test_subscribers_get_only_their_subject(bus: Bus) -> None:
+    mine, other = unique("mine"), unique("other")
+    got: list[str] = []
+
+    async def handler(delivery: Delivery) -> None:
+        got.append(delivery.message.subject)
+
+    await bus.subscribe(mine, "g", handler)
+    await bus.publish([message(other, "x"), message(mine, "y")])
+    await eventually(lambda: got)
+    await eventually(lambda: bus.pending == 0)
+    assert got == [mine]
+
+
+async def test_one_member_receives_in_publish_order(bus: Bus) -> None:
+    subject = unique("order")
+    got: list[bytes] = []
+
+    async def handler(delivery: Delivery) -> None:
+        got.append(delivery.message.data)
+
+    await bus.subscribe(subject, "g", handler)
+    await bus.publish([message(subject, str(n)) for n in range(25)])
+    await eventually(lambda: len(got) == 25)
+    assert got == [str(n).encode() for n in range(25)]
+
+
+async def test_a_handler_that_raises_gets_the_message_again_after_a_backoff(bus: Bus) -> None:
+    subject = unique("flaky")
+    attempts: list[tuple[int, float]] = []
+
+    async def handler(delivery: Delivery) -> None:
+        attempts.append((delivery.attempt, time.monotonic()))
+        if delivery.attempt < 3:
+            raise RuntimeError("database is down")
+
+    await bus.subscribe(subject, "g", handler)
+    before = (bus.stats.acked, bus.stats.redelivered)
+    await bus.publish([message(subject, "x")])
+    await eventually(lambda: bus.pending == 0 and len(attempts) == 3)
+
+    assert [attempt for attempt, _ in attempts] == [1, 2, 3]
+    gaps = [later - earlier for (_, earlier), (_, later) in itertools.pairwise(attempts)]
+    # Backoff doubles: at least the policy's delay before each retry (timers never fire early).
+    assert gaps[0] >= FAST.delay(1) * 0.9
+    assert gaps[1] >= FAST.delay(2) * 0.9
+    assert (bus.stats.acked - before[0], bus.stats.redelivered - before[1]) == (1, 2)
+    assert await bus.dead_letters() == []
+
+
+async def test_retry_comes_back_later_without_logging_an_error(bus: Bus, caplog: pytest.LogCaptureFixture) -> None:
+    subject = unique("early")
+    attempts: list[int] = []
+
+    async def handler(delivery: Delivery) -> Outcome:
+        attempts.append(delivery.attempt)
+        if delivery.attempt == 1:
+            raise Retry("version 2 waits for version 1")
+        return Outcome.APPLIED
+
+    await bus.subscribe(subject, "g", handler)
+    with caplog.at_level(logging.INFO):
+        await bus.publish([message(subject, "x")])
+        await eventually(lambda: bus.pending == 0 and attempts == [1, 2])
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_poison_message_is_dead_lettered_logged_and_does_not_block_the_rest(
+    bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    subject = unique("poison")
+    good: list[bytes] = []
+    poison_attempts: list[int] = []
+    cured = False
+
+    async def handler(delivery: Delivery) -> None:
+        if delivery.message.data == b"poison" and not cured:
+            poison_attempts.append(delivery.attempt)
+            raise ValueError("cannot handle this")
+        good.append(delivery.message.data)
+
+    await bus.subscribe(subject, "workers", handler)
+    with caplog.at_level(logging.INFO):
+        await bus.publish([message(subject, "poison"), *(message(subject, f"ok-{n}") for n in range(5))])
+        # The messages behind the poison are handled while it is still being retried.
+        await eventually(lambda: len(good) == 5)
+        assert len(poison_attempts) < FAST.max_deliver
+        await eventually(lambda: bus.pending == 0)
+
+    assert poison_attempts == list(range(1, FAST.max_deliver + 1))
+    [dead] = await bus.dead_letters()
+    assert (dead.message.subject, dead.group, dead.attempts) == (subject, "workers", FAST.max_deliver)
+    assert dead.message.data == b"poison"
+    assert "cannot handle this" in dead.error
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("Dead-lettered" in r.getMessage() and subject in r.getMessage() for r in errors)
+
+    # Replayed to its group: handled afresh once the cause is fixed, and no longer dead.
+    cured = True
+    assert await bus.replay(dead.id)
+    await eventually(lambda: b"poison" in good)
+    await eventually(lambda: bus.pending == 0)
+    assert await bus.dead_letters() == []
+    assert not await bus.replay(dead.id)
+
+
+async def test_unprocessable_message_is_dead_lettered_at_once(bus: Bus) -> None:
+    subject = unique("garbage")
+    attempts: list[int] = []
+
+    async def handler(delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        raise Unprocessable("not JSON")
+
+    await bus.subscribe(subject, "g", handler)
+    await bus.publish([message(subject, "{{{")])
+    await eventually(lambda: bus.pending == 0 and attempts)
+    [dead] = await bus.dead_letters()
+    assert (attempts, dead.attempts) == ([1], 1)
+
+
+async def test_replay_of_an_unknown_dead_letter_is_refused(bus: Bus) -> None:
+    assert not await bus.replay(str(uuid.uuid4()))
+
+
+async def test_a_group_that_subscribes_late_still_gets_what_was_published(bus: Bus) -> None:
+    subject = unique("durable")
+    await bus.publish([message(subject, f"early-{n}") for n in range(3)])
+    got: list[bytes] = []
+
+    async def handler(delivery: Delivery) -> None:
+        got.append(delivery.message.data)
+
+    await bus.subscribe(subject, "late-group", handler)
+    await bus.publish([message(subject, "after")])
+    await eventually(lambda: len(got) == 4)
+    assert got == [b"early-0", b"early-1", b"early-2", b"after"]
+
+
+async def test_a_group_resumes_where_it_left_off_after_its_connection_closes(harness: Harness) -> None:
+    if not harness.durable_across_connections:
+        pytest.skip("the in-memory bus lives and dies with its process: nothing outlives a connection")
+    subject = unique("resume")
+    first: list[bytes] = []
+    second: list[bytes] = []
+
+    async def collect_first(delivery: Delivery) -> None:
+        first.append(delivery.message.data)
+
+    async def collect_second(delivery: Delivery) -> None:
+        second.append(delivery.message.data)
+
+    consumer = await harness.connect()
+    await consumer.subscribe(subject, "g", collect_first)
+    publisher = await harness.connect()
+    await publisher.publish([message(subject, "before")])
+    await eventually(lambda: first == [b"before"])
+    await eventually(lambda: consumer.pending == 0)
+    await consumer.close()
+
+    await publisher.publish([message(subject, "while-away")])
+    again = await harness.connect()
+    await again.subscribe(subject, "g", collect_second)
+    await eventually(lambda: second == [b"while-away"])
+
+
+async def test_pending_counts_messages_until_every_group_settles_them(bus: Bus) -> None:
+    subject = unique("pending")
+    release = asyncio.Event()
+
+    async def slow(delivery: Delivery) -> None:
+        await release.wait()
+
+    async def fast(delivery: Delivery) -> None:
+        return None
+
+    await bus.subscribe(subject, "slow", slow)
+    await bus.subscribe(subject, "fast", fast)
+    await bus.publish([message(subject, "a"), message(subject, "b")])
+    assert bus.pending == 2
+    await eventually(lambda: bus.stats.acked >= 2, what="the fast group")
+    assert bus.pending == 2, "the slow group has not acknowledged yet"
+    release.set()
+    await eventually(lambda: bus.pending == 0)
+
+
+async def test_close_lets_the_handler_in_flight_finish_and_takes_no_new_messages(bus: Bus) -> None:
+    subject = unique("shutdown")
+    started = asyncio.Event()
+    release = asyncio.Event()
+    finished: list[bytes] = []
+
+    async def handler(delivery: Delivery) -> None:
+        started.set()
+        await release.wait()
+        finished.append(delivery.message.data)
+
+    await bus.subscribe(subject, "g", handler)
+    await bus.publish([message(subject, "in-flight"), message(subject, "queued")])
+    await asyncio.wait_for(started.wait(), 10)
+
+    closing = asyncio.create_task(bus.close())
+    await asyncio.sleep(0)  # let close() begin before the handler is released
+    assert not closing.done(), "close() must wait for the handler in flight"
+    release.set()
+    await asyncio.wait_for(closing, 10)
+
+    assert finished == [b"in-flight"]
+    assert bus.stats.acked == 1
+    with pytest.raises(BusClosedError):
+        await bus.publish([message(subject, "too late")])

@@ -1,0 +1,79 @@
+"""What only the in-memory backend does: chaos, and choosing backends by URL."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from app.bus import Delivery, DeliveryPolicy, create_bus
+from app.bus.memory import Chaos, MemoryBus
+from app.settings import SettingsError
+from tests.bus.test_contract import message
+from tests.helpers import eventually
+
+
+async def deliveries_under_chaos(seed: int, count: int = 100) -> tuple[list[str], list[str]]:
+    bus = MemoryBus(DeliveryPolicy(), Chaos(seed=seed, max_delay=0.01, duplicates=0.3))
+    await bus.connect()
+    got: list[str] = []
+
+    async def handler(delivery: Delivery) -> None:
+        got.append(delivery.message.id)
+
+    await bus.subscribe("ticket:updated", "orders-service", handler)
+    sent = [message("ticket:updated", str(n)) for n in range(count)]
+    await bus.publish(sent)
+    await eventually(lambda: bus.pending == 0)
+    await bus.close()
+    return [m.id for m in sent], got
+
+
+async def test_chaos_delivers_out_of_order_and_some_messages_twice() -> None:
+    sent, got = await deliveries_under_chaos(seed=7)
+    counts = Counter(got)
+    assert set(got) == set(sent), "nothing is lost"
+    assert any(n == 2 for n in counts.values()), "some messages come twice"
+    first_seen = list(dict.fromkeys(got))
+    assert first_seen != sent, "and not in the order they were published"
+
+
+async def test_chaos_is_reproducible_from_its_seed() -> None:
+    def duplicated(sent: list[str], got: list[str]) -> list[int]:
+        counts = Counter(got)
+        return [index for index, mid in enumerate(sent) if counts[mid] == 2]
+
+    first = duplicated(*await deliveries_under_chaos(seed=42))
+    again = duplicated(*await deliveries_under_chaos(seed=42))
+    other = duplicated(*await deliveries_under_chaos(seed=43))
+    assert first == again
+    assert first != other
+    assert [Chaos(seed=3).delays() for _ in range(20)] == [Chaos(seed=3).delays() for _ in range(20)]
+
+
+def test_bus_url_picks_the_backend_and_its_options() -> None:
+    plain = create_bus("memory://")
+    assert isinstance(plain, MemoryBus)
+    assert plain.chaos is None
+    chaotic = create_bus("memory://?chaos=9&chaos_delay=0.5&max_deliver=3&backoff=0.2&backoff_max=1")
+    assert isinstance(chaotic, MemoryBus)
+    assert chaotic.chaos is not None
+    assert (chaotic.chaos.seed, chaotic.chaos.max_delay) == (9, 0.5)
+    assert chaotic.policy == DeliveryPolicy(max_deliver=3, backoff=0.2, backoff_max=1)
+    assert chaotic.describe() == "in-memory bus (chaos seed 9)"
+
+
+@pytest.mark.parametrize(
+    ("url", "complaint"),
+    [
+        ("kafka://localhost", "unsupported bus URL"),
+        ("memory://?chaos=abc", "chaos='abc' is not a valid int"),
+        ("memory://?colour=blue", "unknown option 'colour'"),
+        ("memory://?chaos_delay=1", "need chaos=SEED"),
+        ("memory://?max_deliver=0", "max_deliver must be at least 1"),
+        ("memory://?chaos=1&chaos_duplicates=2", "duplicates <= 1"),
+    ],
+)
+def test_a_bad_bus_url_is_refused_with_the_reason(url: str, complaint: str) -> None:
+    with pytest.raises(SettingsError, match=complaint):
+        create_bus(url)
