@@ -11,6 +11,7 @@ from litestar import Response, get, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 
 from app import db
@@ -121,7 +122,7 @@ class Replayed(msgspec.Struct):
     guards=[require_ops_token],
     status_code=HTTP_202_ACCEPTED,
 )
-async def replay_dead_letter(state: State, dead_letter_id: str) -> Replayed:
+async def replay_dead_letter(state: State, dead_letter_id: FromPath[str]) -> Replayed:
     if not await _runtime(state).bus.replay(dead_letter_id):
         raise NotFound(f"No dead letter with id {dead_letter_id}", field="id")
     return Replayed(dead_letter_id)

@@ -50,7 +50,9 @@ def bus_url() -> str:
     return FAST_BUS
 
 
-def make_settings(database_url: str, bus_url: str, modules: tuple[str, ...] = ("users", "tickets", "orders")) -> Settings:
+def make_settings(
+    database_url: str, bus_url: str, modules: tuple[str, ...] = ("users", "tickets", "orders")
+) -> Settings:
     return Settings(
         database=DatabaseSettings(url=database_url),
         bus=BusSettings(url=bus_url),

@@ -59,8 +59,8 @@ def _decimal_fields(model: type[msgspec.Struct]) -> tuple[str, ...]:
     return tuple(field.encode_name for field in info.fields if isinstance(field.type, msgspec.inspect.DecimalType))
 
 
-class JSONBody(MsgspecDTO[S], Generic[S]):
-    """``dto=JSONBody[Model]``: the handler's ``data`` is decoded by :func:`decode_body`."""
+class StrictJSON(MsgspecDTO[S], Generic[S]):
+    """``dto=StrictJSON[Model]``: the handler's ``data`` is decoded by :func:`decode_body`."""
 
     def decode_bytes(self, value: bytes) -> Any:
         return decode_body(value, self.model_type)

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 from litestar import Controller, Response, delete, get, post
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.common.auth import CurrentUser, require_user
-from app.common.body import JSONBody
+from app.common.body import StrictJSON
 from app.common.http import parse_id
 from app.orders import service
 from app.orders.models import Order, TicketReplica
@@ -28,19 +30,25 @@ class OrderController(Controller):
     tags = ["orders"]
     guards = [require_user]
 
-    @post("/", dto=JSONBody[OrderInput], return_dto=None, status_code=HTTP_201_CREATED)
-    async def create(self, data: OrderInput, session: AsyncSession, user: CurrentUser) -> OrderView:
+    @post("/", dto=StrictJSON[OrderInput], return_dto=None, status_code=HTTP_201_CREATED)
+    async def create(
+        self, data: JSONBody[OrderInput], session: NamedDependency[AsyncSession], user: NamedDependency[CurrentUser]
+    ) -> OrderView:
         return view(*await service.create_order(session, user.id, data.ticket_id))
 
     @get("/")
-    async def list(self, session: AsyncSession, user: CurrentUser) -> list[OrderView]:
+    async def list(self, session: NamedDependency[AsyncSession], user: NamedDependency[CurrentUser]) -> list[OrderView]:
         return [view(order, ticket) for order, ticket in await service.list_orders(session, user.id)]
 
     @get("/{order_id:str}")
-    async def show(self, order_id: str, session: AsyncSession, user: CurrentUser) -> OrderView:
+    async def show(
+        self, order_id: FromPath[str], session: NamedDependency[AsyncSession], user: NamedDependency[CurrentUser]
+    ) -> OrderView:
         return view(*await service.get_order(session, user.id, parse_id(order_id)))
 
     @delete("/{order_id:str}", status_code=HTTP_204_NO_CONTENT)
-    async def cancel(self, order_id: str, session: AsyncSession, user: CurrentUser) -> Response[None]:
+    async def cancel(
+        self, order_id: FromPath[str], session: NamedDependency[AsyncSession], user: NamedDependency[CurrentUser]
+    ) -> Response[None]:
         await service.cancel_order(session, user.id, parse_id(order_id))
         return Response(None, status_code=HTTP_204_NO_CONTENT)

@@ -59,7 +59,7 @@ async def list_orders(session: AsyncSession, user_id: str) -> Sequence[tuple[Ord
         .where(Order.user_id == user_id)
         .order_by(Order.created_at, Order.id)
     )
-    return [(order, ticket) for order, ticket in rows.tuples()]
+    return [(order, ticket) for order, ticket in rows]
 
 
 async def get_order(session: AsyncSession, user_id: str, order_id: str) -> tuple[Order, TicketReplica]:

@@ -3,12 +3,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from litestar import Controller, Response, get, post, put
-from litestar.params import Parameter
+from litestar.di import NamedDependency
+from litestar.params import FromPath, HeaderParameter, JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.common.auth import CurrentUser, require_user
-from app.common.body import JSONBody
+from app.common.body import StrictJSON
 from app.common.http import etag, parse_id
 from app.tickets import service
 from app.tickets.models import Ticket
@@ -34,28 +35,30 @@ class TicketController(Controller):
     path = "/api/tickets"
     tags = ["tickets"]
 
-    @post("/", guards=[require_user], dto=JSONBody[TicketInput], return_dto=None, status_code=HTTP_201_CREATED)
-    async def create(self, data: TicketInput, session: AsyncSession, user: CurrentUser) -> Response[TicketView]:
+    @post("/", guards=[require_user], dto=StrictJSON[TicketInput], return_dto=None, status_code=HTTP_201_CREATED)
+    async def create(
+        self, data: JSONBody[TicketInput], session: NamedDependency[AsyncSession], user: NamedDependency[CurrentUser]
+    ) -> Response[TicketView]:
         ticket = await service.create_ticket(session, user.id, data.title, data.price)
         return _with_etag(ticket, HTTP_201_CREATED)
 
     @get("/")
-    async def list(self, session: AsyncSession) -> list[TicketView]:
+    async def list(self, session: NamedDependency[AsyncSession]) -> list[TicketView]:
         return [view(ticket) for ticket in await service.list_tickets(session)]
 
     @get("/{ticket_id:str}")
-    async def show(self, ticket_id: str, session: AsyncSession) -> Response[TicketView]:
+    async def show(self, ticket_id: FromPath[str], session: NamedDependency[AsyncSession]) -> Response[TicketView]:
         ticket = await service.get_ticket(session, parse_id(ticket_id))
         return _with_etag(ticket, HTTP_200_OK)
 
-    @put("/{ticket_id:str}", guards=[require_user], dto=JSONBody[TicketInput], return_dto=None)
+    @put("/{ticket_id:str}", guards=[require_user], dto=StrictJSON[TicketInput], return_dto=None)
     async def update(
         self,
-        ticket_id: str,
-        data: TicketInput,
-        session: AsyncSession,
-        user: CurrentUser,
-        if_match: Annotated[str | None, Parameter(header="If-Match")] = None,
+        ticket_id: FromPath[str],
+        data: JSONBody[TicketInput],
+        session: NamedDependency[AsyncSession],
+        user: NamedDependency[CurrentUser],
+        if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     ) -> Response[TicketView]:
         ticket = await service.update_ticket(
             session,

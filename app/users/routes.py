@@ -4,11 +4,13 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie, State
+from litestar.di import NamedDependency
+from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.common.auth import SESSION_COOKIE, CurrentUser, Tokens, current_user
-from app.common.body import JSONBody
+from app.common.body import StrictJSON
 from app.users import service
 from app.users.models import User
 from app.users.schemas import Credentials, CurrentUserView, SignedIn, SignInCredentials, UserView
@@ -32,13 +34,17 @@ class UserController(Controller):
     path = "/api/users"
     tags = ["users"]
 
-    @post("/signup", dto=JSONBody[Credentials], return_dto=None, status_code=HTTP_201_CREATED)
-    async def sign_up(self, data: Credentials, session: AsyncSession, state: State) -> Response[SignedIn]:
+    @post("/signup", dto=StrictJSON[Credentials], return_dto=None, status_code=HTTP_201_CREATED)
+    async def sign_up(
+        self, data: JSONBody[Credentials], session: NamedDependency[AsyncSession], state: State
+    ) -> Response[SignedIn]:
         user = await service.sign_up(session, data.normalized_email, data.password)
         return _signed_in(state, user, HTTP_201_CREATED)
 
-    @post("/signin", dto=JSONBody[SignInCredentials], return_dto=None, status_code=HTTP_200_OK)
-    async def sign_in(self, data: SignInCredentials, session: AsyncSession, state: State) -> Response[SignedIn]:
+    @post("/signin", dto=StrictJSON[SignInCredentials], return_dto=None, status_code=HTTP_200_OK)
+    async def sign_in(
+        self, data: JSONBody[SignInCredentials], session: NamedDependency[AsyncSession], state: State
+    ) -> Response[SignedIn]:
         user = await service.sign_in(session, data.normalized_email, data.password)
         return _signed_in(state, user, HTTP_200_OK)
 

@@ -1,0 +1,89 @@
+"""Running ``ticketing run`` as a real process, as a user would, for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from tests.helpers import eventually
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class AppProcess:
+    """``python -m app run`` on a free port; its output is collected line by line."""
+
+    def __init__(self, env: Mapping[str, str], cwd: Path, port: int | None = None) -> None:
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.cwd = cwd
+        self.port = port or free_port()
+        self.lines: list[str] = []
+        self.process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, timeout: float = 30.0) -> AppProcess:
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "app",
+            "run",
+            "--port",
+            str(self.port),
+            cwd=self.cwd,
+            env=self.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        self._reader = asyncio.create_task(self._read())
+        await eventually(self._healthy, timeout=timeout, interval=0.05, what=f"{self.url}/health")
+        return self
+
+    async def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        async for raw in self.process.stdout:
+            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
+
+    async def _healthy(self) -> bool:
+        if self.process is not None and self.process.returncode is not None:
+            output = "\n".join(self.lines)
+            raise AssertionError(f"the app exited with {self.process.returncode}:\n{output}")
+        try:
+            async with httpx.AsyncClient() as client:
+                return (await client.get(f"{self.url}/health", timeout=2)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    async def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, as a process manager would send; returns the exit code."""
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            code = await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            self.process.kill()
+            code = await self.process.wait()
+        if self._reader is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reader, 5)
+        return code
+
+    def output(self) -> str:
+        return "\n".join(self.lines)

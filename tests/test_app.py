@@ -1,0 +1,161 @@
+"""The app shell: settings, wiring, health, ops routes, errors, the OpenAPI schema."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from app.main import create_app
+from app.settings import KNOWN_MODULES, Settings, SettingsError, parse_modules
+from tests.conftest import AppFactory, make_settings
+
+
+def test_settings_default_to_the_spec() -> None:
+    settings = Settings.from_env({})
+    assert settings.database.url == "sqlite+aiosqlite:///ticketing.db"
+    assert settings.bus.url == "memory://"
+    assert settings.modules == KNOWN_MODULES
+    assert settings.auth.ops_token is None
+    assert settings.auth.generated_secret
+    assert len(settings.auth.jwt_secret) >= 32
+
+
+def test_settings_read_every_variable() -> None:
+    settings = Settings.from_env(
+        {
+            "TICKETING_DATABASE_URL": "postgresql+asyncpg://db/x",
+            "TICKETING_BUS_URL": "nats://nats:4222",
+            "TICKETING_MODULES": "orders, tickets",
+            "TICKETING_JWT_SECRET": "s3cret",
+            "TICKETING_OPS_TOKEN": "ops",
+        }
+    )
+    assert settings.database.url == "postgresql+asyncpg://db/x"
+    assert settings.bus.url == "nats://nats:4222"
+    assert settings.modules == ("orders", "tickets")
+    assert (settings.auth.jwt_secret, settings.auth.generated_secret, settings.auth.ops_token) == (
+        "s3cret",
+        False,
+        "ops",
+    )
+
+
+@pytest.mark.parametrize(("value", "complaint"), [("users,payments", "unknown module"), (" , ", "is empty")])
+def test_unknown_modules_are_refused_by_name(value: str, complaint: str) -> None:
+    with pytest.raises(SettingsError, match=complaint):
+        parse_modules(value)
+
+
+def test_a_random_jwt_secret_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        create_app(Settings.from_env({}))
+    assert any("TICKETING_JWT_SECRET is not set" in record.getMessage() for record in caplog.records)
+
+
+def test_creating_the_app_connects_to_nothing(tmp_path: pytest.TempPathFactory) -> None:
+    # A database URL on an unreachable host is fine until the app starts.
+    create_app(make_settings("postgresql+asyncpg://nobody@127.0.0.1:1/none", "memory://"))
+
+
+async def test_health_reports_the_database_and_bus_it_uses(start_app: AppFactory, database_url: str) -> None:
+    async with start_app() as api:
+        response = await api.http.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["databaseOk"]
+    assert body["busOk"]
+    assert body["bus"] == "in-memory bus"
+    assert body["database"].split()[0] in {"SQLite", "PostgreSQL"}
+    assert body["modules"] == ["users", "tickets", "orders"]
+
+
+async def test_health_is_503_when_the_database_is_gone(start_app: AppFactory) -> None:
+    async with start_app() as api:
+        await api.runtime.engine.dispose()
+        # Point the engine at a file that cannot be opened: the next ping fails.
+        from app import db
+
+        api.runtime.engine = db.create_engine("sqlite+aiosqlite:////nonexistent-dir/x.db")
+        response = await api.http.get("/health")
+    assert response.status_code == 503
+    assert response.json()["databaseOk"] is False
+
+
+async def test_ops_bus_counts_what_the_bus_did(start_app: AppFactory) -> None:
+    async with start_app() as api:
+        owner = api.auth()
+        await api.create_ticket(owner)
+        await api.settled()
+        counters = (await api.http.get("/ops/bus")).json()
+    assert counters == {
+        "published": 1,
+        "delivered": 1,
+        "acked": 1,
+        "redelivered": 0,
+        "deadLettered": 0,
+        "pending": 0,
+    }
+
+
+async def test_ops_routes_need_the_ops_token_when_it_is_set(start_app: AppFactory, database_url: str) -> None:
+    settings = make_settings(database_url, "memory://")
+    guarded = Settings(
+        database=settings.database,
+        bus=settings.bus,
+        auth=type(settings.auth)(jwt_secret=settings.auth.jwt_secret, generated_secret=False, ops_token="let-me-in"),
+        modules=settings.modules,
+    )
+    async with start_app(settings=guarded) as api:
+        for path in ("/ops/bus", "/ops/dead-letters"):
+            denied = await api.http.get(path)
+            assert denied.status_code == 401
+            assert denied.json()["errors"][0]["message"].startswith("Not authorized")
+            assert (await api.http.get(path, headers={"Authorization": "Bearer wrong"})).status_code == 401
+            assert (await api.http.get(path, headers={"Authorization": "Bearer let-me-in"})).status_code == 200
+        replay = await api.http.post("/ops/dead-letters/nope/replay")
+        assert replay.status_code == 401
+        # /health stays open: load balancers do not carry tokens.
+        assert (await api.http.get("/health")).status_code == 200
+
+
+async def test_replaying_an_unknown_dead_letter_is_404(api: object) -> None:
+    from tests.conftest import Api
+
+    assert isinstance(api, Api)
+    response = await api.http.post("/ops/dead-letters/does-not-exist/replay")
+    assert response.status_code == 404
+    assert response.json() == {"errors": [{"message": "No dead letter with id does-not-exist", "field": "id"}]}
+
+
+async def test_unknown_routes_and_methods_answer_in_the_error_format(start_app: AppFactory) -> None:
+    async with start_app() as api:
+        missing = await api.http.get("/api/nothing-here")
+        wrong_method = await api.http.patch("/api/tickets")
+        too_big = await api.http.post(
+            "/api/tickets", content=b"x" * 70_000, headers={**api.auth(), "content-type": "application/json"}
+        )
+    assert (missing.status_code, missing.json()) == (404, {"errors": [{"message": "Not found"}]})
+    assert wrong_method.status_code == 405
+    assert wrong_method.json()["errors"][0]["message"]
+    assert too_big.status_code == 413
+    assert too_big.json()["errors"][0]["message"]
+
+
+async def test_openapi_schema_describes_the_api(start_app: AppFactory) -> None:
+    async with start_app() as api:
+        schema = (await api.http.get("/schema/openapi.json")).json()
+    paths = schema["paths"]
+    for path in ("/api/tickets", "/api/tickets/{ticket_id}", "/api/orders", "/api/users/signup", "/health"):
+        assert path in paths
+    body = paths["/api/tickets"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    ticket_input = schema["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+    assert ticket_input["properties"]["price"]["type"] == "number"
+
+
+async def test_only_the_configured_modules_are_served(start_app: AppFactory) -> None:
+    async with start_app(modules=("orders",)) as api:
+        assert (await api.http.get("/api/tickets")).status_code == 404
+        assert (await api.http.get("/api/orders", headers=api.auth())).status_code == 200
+        assert (await api.http.get("/health")).json()["modules"] == ["orders"]

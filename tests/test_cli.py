@@ -1,0 +1,70 @@
+"""``ticketing run`` as a real process: what a user types, and what they see."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import JWT_SECRET, Api
+from tests.helpers import eventually
+from tests.processes import AppProcess
+
+pytestmark = pytest.mark.slow
+
+
+async def test_run_serves_health_logs_like_the_original_and_stops_cleanly(tmp_path: Path) -> None:
+    app = await AppProcess({"TICKETING_JWT_SECRET": JWT_SECRET}, cwd=tmp_path).start()
+    try:
+        async with httpx.AsyncClient(base_url=app.url) as client:
+            health = await client.get("/health")
+            assert health.status_code == 200
+            assert health.json()["database"] == "SQLite ticketing.db"
+            created = await client.post("/api/tickets", json={"title": "concert", "price": 20}, headers=Api.auth())
+            assert created.status_code == 201
+            await eventually(lambda: "[orders] Message received: ticket:created / orders-service" in app.lines)
+    finally:
+        code = await app.stop()
+    # uvicorn finishes the shutdown, then re-raises SIGTERM so the exit reads as "terminated".
+    assert code in {0, -signal.SIGTERM}, app.output()
+    assert "Application shutdown complete." in app.lines
+    for line in (
+        "[tickets] Connected to in-memory bus",
+        "[orders] Connected to in-memory bus",
+        f"[tickets] Listening on port {app.port}",
+        "[tickets] Event published to subject ticket:created",
+    ):
+        assert line in app.lines, app.output()
+    # The default database is ticketing.db in the working directory, in WAL mode.
+    with sqlite3.connect(tmp_path / "ticketing.db") as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_run_refuses_bad_settings_with_a_clear_message(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app",
+        "run",
+        cwd=tmp_path,
+        env={"TICKETING_MODULES": "tickets,payments", "PATH": "/usr/bin:/bin"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2
+    assert b"unknown module(s) payments" in output
+
+
+async def test_run_rejects_a_bad_port() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app", "run", "--port", "99999", stderr=asyncio.subprocess.PIPE
+    )
+    _, errors = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2
+    assert b"99999 is not a TCP port" in errors
