@@ -7,13 +7,22 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import db
+from app.bus import Delivery, Message, Outcome
+from app.bus.base import utcnow
+from app.bus.outbox import OutboxBase, OutboxRecord, encode
 from app.common.auth import CurrentUser, Tokens
-from app.main import Runtime, create_app
-from app.settings import AuthSettings, BusSettings, DatabaseSettings, Settings
+from app.common.events import Event, QueueGroups
+from app.common.module import Listener
+from app.main import Runtime, create_app, load_module
+from app.settings import KNOWN_MODULES, AuthSettings, BusSettings, DatabaseSettings, Settings
 from tests.helpers import eventually
 
 JWT_SECRET = "tests-only-secret-of-decent-length"
@@ -40,9 +49,37 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'ticketing.db'}"
 
 
-@pytest.fixture
-def database_url(sqlite_url: str) -> str:
-    return sqlite_url
+POSTGRES_URL = os.environ.get("TICKETING_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterator[str]:
+    """Each test gets a database of its own: a SQLite file, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield sqlite_url
+        return
+    if not POSTGRES_URL:
+        pytest.skip("set TICKETING_TEST_POSTGRES_URL=postgresql+asyncpg://... to run the PostgreSQL tests")
+    async with postgres_database(POSTGRES_URL) as url:
+        yield url
+
+
+@asynccontextmanager
+async def postgres_database(server_url: str) -> AsyncIterator[str]:
+    """A new, empty database on the server, dropped afterwards (even if connections linger)."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url)
+    name = f"ticketing_test_{uuid.uuid4().hex[:12]}"
+    admin_dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 @pytest.fixture
@@ -95,6 +132,36 @@ class Api:
 
 
 AppFactory = Callable[..., AbstractAsyncContextManager[Api]]
+
+
+@pytest.fixture
+async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on a database holding every module's tables, with no relay: staged events stay in the outbox."""
+    engine = db.create_engine(database_url)
+    async with engine.begin() as connection:
+        await connection.run_sync(OutboxBase.metadata.create_all)
+        for name in KNOWN_MODULES:
+            await connection.run_sync(load_module(name).metadata.create_all)
+    yield db.create_sessionmaker(engine)
+    await engine.dispose()
+
+
+async def deliver(listener: Listener[Any], event: Event, sessions: async_sessionmaker[AsyncSession]) -> Outcome:
+    """Hand one event to a listener as the bus would; returns what the bus would learn (ack) or raises Retry."""
+    module = "tickets" if listener.group == QueueGroups.TICKETS else "orders"
+    message = Message(
+        id=str(uuid.uuid4()), subject=listener.subject, data=encode(event), occurred_at=utcnow(), source="tests"
+    )
+    outcome = await listener.bind(module, sessions)(Delivery(message, listener.group, 1))
+    assert outcome is not None, "listeners always say what they did"
+    return outcome
+
+
+async def staged_events(sessions: async_sessionmaker[AsyncSession]) -> list[tuple[str, dict[str, Any]]]:
+    """What the outbox holds, oldest first, as (subject, payload)."""
+    async with sessions() as session:
+        rows = await session.scalars(select(OutboxRecord).order_by(OutboxRecord.occurred_at))
+        return [(row.subject, msgspec.json.decode(row.payload)) for row in rows]
 
 
 @pytest.fixture

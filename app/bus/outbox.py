@@ -68,12 +68,17 @@ class OutboxRecord(OutboxBase):
         )
 
 
+def encode(payload: msgspec.Struct) -> bytes:
+    """A payload as it goes on the wire: JSON, decimals as numbers."""
+    return _encoder.encode(payload)
+
+
 def stage(session: AsyncSession, source: str, subject: str, payload: msgspec.Struct) -> Message:
     """Write an event to the outbox in the session's transaction; it is published after commit."""
     message = Message(
         id=str(uuid.uuid4()),
         subject=subject,
-        data=_encoder.encode(payload),
+        data=encode(payload),
         occurred_at=utcnow(),
         source=source,
     )
