@@ -1,17 +1,21 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import asyncpg
+import httpx
 import msgspec
 import pytest
 from litestar import Litestar
-from litestar.testing import AsyncTestClient
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import db
@@ -27,6 +31,7 @@ from tests.helpers import eventually
 
 JWT_SECRET = "tests-only-secret-of-decent-length"
 STRICT = os.environ.get("TICKETING_TEST_STRICT") == "1"
+T = TypeVar("T")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -52,34 +57,71 @@ def sqlite_url(tmp_path: Path) -> str:
 POSTGRES_URL = os.environ.get("TICKETING_TEST_POSTGRES_URL")
 
 
+def _in_a_thread(coroutine: Coroutine[Any, Any, T]) -> T:
+    # Session-wide set-up runs outside any test's event loop.
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A database holding every table, built once; each test's database is a copy of it."""
+    if not POSTGRES_URL:
+        pytest.skip("set TICKETING_TEST_POSTGRES_URL=postgresql+asyncpg://... to run the PostgreSQL tests")
+    name = f"ticketing_template_{uuid.uuid4().hex[:12]}"
+
+    async def build() -> None:
+        async with _admin(POSTGRES_URL) as admin:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        engine = db.create_engine(make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False))
+        async with engine.begin() as connection:
+            await connection.run_sync(OutboxBase.metadata.create_all)
+            for module in KNOWN_MODULES:
+                await connection.run_sync(load_module(module).metadata.create_all)
+        await engine.dispose()
+
+    async def drop() -> None:
+        async with _admin(POSTGRES_URL) as admin:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    _in_a_thread(build())
+    yield name
+    _in_a_thread(drop())
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterator[str]:
     """Each test gets a database of its own: a SQLite file, or a fresh PostgreSQL database."""
     if request.param == "sqlite":
         yield sqlite_url
         return
-    if not POSTGRES_URL:
-        pytest.skip("set TICKETING_TEST_POSTGRES_URL=postgresql+asyncpg://... to run the PostgreSQL tests")
-    async with postgres_database(POSTGRES_URL) as url:
+    template: str = request.getfixturevalue("postgres_template")
+    assert POSTGRES_URL is not None
+    async with postgres_database(POSTGRES_URL, template) as url:
         yield url
 
 
 @asynccontextmanager
-async def postgres_database(server_url: str) -> AsyncIterator[str]:
-    """A new, empty database on the server, dropped afterwards (even if connections linger)."""
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(server_url)
-    name = f"ticketing_test_{uuid.uuid4().hex[:12]}"
-    admin_dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    admin = await asyncpg.connect(admin_dsn)
+async def _admin(server_url: str) -> AsyncIterator[asyncpg.Connection]:
+    url = make_url(server_url).set(drivername="postgresql")
+    connection = await asyncpg.connect(url.render_as_string(hide_password=False))
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield url.set(database=name).render_as_string(hide_password=False)
+        yield connection
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await connection.close()
+
+
+@asynccontextmanager
+async def postgres_database(server_url: str, template: str | None = None) -> AsyncIterator[str]:
+    """A new database on the server (a copy of ``template``), dropped afterwards even if connections linger."""
+    name = f"ticketing_test_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template}"' if template else ""
+    async with _admin(server_url) as admin:
+        await admin.execute(f'CREATE DATABASE "{name}"{copy}')
+        try:
+            yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -101,10 +143,10 @@ def make_settings(
 class Api:
     """An HTTP client for the app under test, with the shortcuts the tests keep needing."""
 
-    def __init__(self, client: AsyncTestClient[Litestar]) -> None:
+    def __init__(self, app: Litestar, client: httpx.AsyncClient) -> None:
         self.http = client
-        self.app = client.app
-        self.runtime: Runtime = client.app.state.runtime
+        self.app = app
+        self.runtime: Runtime = app.state.runtime
 
     @staticmethod
     def auth(user_id: str | None = None, email: str | None = None) -> dict[str, str]:
@@ -171,8 +213,18 @@ def start_app(database_url: str, bus_url: str) -> AppFactory:
         settings = overrides.pop("settings", None) or make_settings(
             overrides.pop("database_url", database_url), overrides.pop("bus_url", bus_url), **overrides
         )
-        async with AsyncTestClient(app=create_app(settings)) as client:
-            yield Api(client)
+        app = create_app(settings)
+        runtime: Runtime = app.state.runtime
+        # The app runs in the test's own event loop (Litestar's AsyncTestClient would run it in a
+        # thread of its own), so tests may also use the app's engine and bus directly. The
+        # runtime is the app's whole lifespan.
+        await runtime.start()
+        try:
+            transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # Litestar's ASGI types are narrower
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                yield Api(app, client)
+        finally:
+            await runtime.stop()
 
     return start
 
