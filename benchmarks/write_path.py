@@ -1,0 +1,207 @@
+"""The write path against its floor, in one run, on the same stack.
+
+Floor: a Litestar app whose POST does one INSERT (SQLAlchemy async) and answers 201.
+Ours:  POST /api/tickets: the ticket and its outbox event in one transaction, the relay
+       publishing it, the orders module's listener writing the replica.
+
+Both apps run in this process behind httpx's ASGI transport, driven by the same client with
+the same concurrency, each against its own fresh database. Printed per round, then the medians:
+
+- creates/s over HTTP (response received) for the floor and for ours, and their ratio;
+- settled creates/s for ours: until every replica is written (``pending`` back to 0);
+- propagation latency, commit of the ticket -> replica committed by the listener, in ms: with
+  one create at a time (the cost of an event), and under the load above (queueing included).
+
+Run: ``python benchmarks/write_path.py [--requests N] [--concurrency C] [--rounds R] [--database sqlite|URL]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+from litestar import Litestar, post
+from sqlalchemy import MetaData, String
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app import db  # noqa: E402
+from app.bus import Delivery, Verdict, signals  # noqa: E402
+from app.bus.base import utcnow  # noqa: E402
+from app.common.auth import CurrentUser, Tokens  # noqa: E402
+from app.main import Runtime, create_app  # noqa: E402
+from app.settings import AuthSettings, BusSettings, DatabaseSettings, Settings  # noqa: E402
+
+
+class FloorBase(DeclarativeBase):
+    metadata = MetaData()
+
+
+class Row(FloorBase):
+    __tablename__ = "floor_row"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    title: Mapped[str] = mapped_column(String(200))
+    price: Mapped[int] = mapped_column()
+
+
+class RowIn(msgspec.Struct):
+    title: str
+    price: int
+
+
+class RowOut(msgspec.Struct):
+    id: str
+    title: str
+    price: int
+
+
+async def floor_app(url: str) -> tuple[Litestar, Callable[[], Awaitable[None]]]:
+    engine = db.create_engine(url)
+    async with engine.begin() as connection:
+        await connection.run_sync(FloorBase.metadata.create_all)
+    sessions = db.create_sessionmaker(engine)
+
+    @post("/rows")
+    async def create(data: RowIn) -> RowOut:
+        async with sessions() as session:
+            row = Row(id=str(uuid.uuid4()), title=data.title, price=data.price)
+            session.add(row)
+            await session.commit()
+            return RowOut(row.id, row.title, row.price)
+
+    return Litestar([create], logging_config=None), engine.dispose
+
+
+async def drive(app: Any, path: str, requests: int, concurrency: int, headers: dict[str, str]) -> float:
+    """Send ``requests`` POSTs, ``concurrency`` at a time; returns the seconds it took."""
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+        left = iter(range(requests))
+
+        async def worker() -> None:
+            for n in left:
+                response = await client.post(path, json={"title": f"ticket {n}", "price": 10 + n % 90}, headers=headers)
+                if response.status_code != 201:
+                    raise RuntimeError(f"{path} answered {response.status_code}: {response.text}")
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return time.perf_counter() - started
+
+
+def database(choice: str, directory: Path, name: str) -> str:
+    return f"sqlite+aiosqlite:///{directory / name}.db" if choice == "sqlite" else choice
+
+
+async def one_round(args: argparse.Namespace, directory: Path, number: int) -> dict[str, float]:
+    # The floor.
+    floor, dispose = await floor_app(database(args.database, directory, f"floor{number}"))
+    floor_seconds = await drive(floor, "/rows", args.requests, args.concurrency, {})
+    await dispose()
+
+    # Ours, with the listener's commits timed through the bus's own signals.
+    settings = Settings(
+        database=DatabaseSettings(database(args.database, directory, f"ours{number}")),
+        bus=BusSettings(args.bus),
+        auth=AuthSettings(jwt_secret="benchmark-secret-of-decent-length", generated_secret=False),
+    )
+    app = create_app(settings)
+    runtime: Runtime = app.state.runtime
+    latencies: list[float] = []
+
+    def finished(_: object, delivery: Delivery, verdict: Verdict) -> None:
+        if verdict.ack and delivery.group == "orders-service":
+            latencies.append((utcnow() - delivery.message.occurred_at).total_seconds() * 1000)
+
+    signals.delivery_finished.connect(finished, sender=runtime.bus)
+    await runtime.start()
+    token = Tokens(settings.auth.jwt_secret).issue(CurrentUser(str(uuid.uuid4()), "bench@example.com"))
+    # Unloaded: one create at a time, each settled before the next, so the latency is the
+    # event's own cost and not time spent queueing behind others.
+    for _ in range(args.idle_requests):
+        await drive(app, "/api/tickets", 1, 1, {"Authorization": f"Bearer {token}"})
+        while runtime.bus.pending + runtime.relay.backlog:
+            await asyncio.sleep(0.0002)
+    idle = sorted(latencies)
+    latencies.clear()
+    started = time.perf_counter()
+    ours_seconds = await drive(
+        app, "/api/tickets", args.requests, args.concurrency, {"Authorization": f"Bearer {token}"}
+    )
+    while runtime.bus.pending + runtime.relay.backlog:
+        await asyncio.sleep(0.001)
+    settled_seconds = time.perf_counter() - started
+    await runtime.stop()
+    signals.delivery_finished.disconnect(finished, sender=runtime.bus)
+    if len(latencies) != args.requests or len(idle) != args.idle_requests:
+        raise RuntimeError(f"expected {args.requests} replica updates, saw {len(latencies)}")
+
+    latencies.sort()
+    return {
+        "floor": args.requests / floor_seconds,
+        "ours": args.requests / ours_seconds,
+        "settled": args.requests / settled_seconds,
+        "p50": latencies[len(latencies) // 2],
+        "p99": latencies[int(len(latencies) * 0.99) - 1],
+        "idle_p50": idle[len(idle) // 2],
+        "idle_p99": idle[int(len(idle) * 0.99) - 1],
+    }
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--idle-requests", type=int, default=200, help="creates sent one at a time first")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--database", default="sqlite", help="'sqlite' (a fresh file per app) or a database URL")
+    parser.add_argument("--bus", default="memory://")
+    args = parser.parse_args()
+    logging.disable(logging.INFO)  # per-event log lines would measure the terminal, not the app
+
+    rounds = []
+    with tempfile.TemporaryDirectory() as directory:
+        for number in range(args.rounds):
+            figures = await one_round(args, Path(directory), number)
+            rounds.append(figures)
+            print(
+                f"round {number + 1}/{args.rounds}: floor {figures['floor']:7.0f}/s  ours {figures['ours']:7.0f}/s "
+                f"(ratio {figures['ours'] / figures['floor']:.2f})  settled {figures['settled']:7.0f}/s  "
+                f"propagation idle p50 {figures['idle_p50']:.2f} ms, loaded p50 {figures['p50']:.0f} ms",
+                flush=True,
+            )
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in rounds)
+
+    ratios = statistics.median(r["ours"] / r["floor"] for r in rounds)
+    settled = statistics.median(r["settled"] / r["floor"] for r in rounds)
+    print(
+        f"\nmedian of {args.rounds} rounds, {args.requests} creates at concurrency {args.concurrency} "
+        f"on {args.database}, bus {args.bus}:\n"
+        f"  floor (one insert per request) {median('floor'):7.0f} creates/s\n"
+        f"  ours over HTTP                 {median('ours'):7.0f} creates/s   ratio to floor {ratios:.2f}\n"
+        f"  ours with replicas written     {median('settled'):7.0f} creates/s   ratio to floor {settled:.2f}\n"
+        f"  propagation commit -> replica, one create at a time: p50 {median('idle_p50'):.2f} ms  "
+        f"p99 {median('idle_p99'):.2f} ms\n"
+        f"  propagation commit -> replica, under the load above:  p50 {median('p50'):.1f} ms  "
+        f"p99 {median('p99'):.1f} ms (queueing: the load exceeds what the listener absorbs)"
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
