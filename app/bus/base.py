@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 import msgspec
 
@@ -46,6 +46,20 @@ class Outcome(StrEnum):
 
 
 Handler = Callable[[Delivery], Awaitable[Outcome | None]]
+
+
+@runtime_checkable
+class BatchHandler(Protocol):
+    """A handler that can also take several deliveries at once, as one unit of work.
+
+    ``batch`` either handles them all (returning one outcome each, in order) or raises; when
+    it raises, nothing of it may have taken effect, and the bus hands the deliveries to
+    ``__call__`` one by one, with the usual retry rules. Batching is an optimisation only.
+    """
+
+    async def __call__(self, delivery: Delivery) -> Outcome | None: ...
+
+    async def batch(self, deliveries: Sequence[Delivery]) -> Sequence[Outcome]: ...
 
 
 class Retry(Exception):
@@ -159,11 +173,36 @@ class Bus(ABC):
     def pending(self) -> int:
         """Messages published here that a group of this process has not settled yet."""
 
-    async def run_handler(self, handler: Handler, delivery: Delivery) -> Verdict:
-        """Run one delivery and decide, the same way for every backend, what happens next."""
+    async def run_batch(self, handler: Handler, deliveries: Sequence[Delivery]) -> list[Verdict]:
+        """Run deliveries that are ready together: as one batch when the handler can, else one by one."""
+        if len(deliveries) > 1 and isinstance(handler, BatchHandler):
+            try:
+                outcomes = await handler.batch(deliveries)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # Something in the batch needs care (an early version, a race): go one by one.
+                log.debug("[bus] Batch of %d fell back to one at a time: %s", len(deliveries), exc)
+            else:
+                verdicts = []
+                for delivery, outcome in zip(deliveries, outcomes, strict=True):
+                    self._count_delivery(delivery)
+                    signals.delivery_started.send(self, delivery=delivery)
+                    self.stats.acked += 1
+                    verdict = Verdict(ack=True, outcome=outcome)
+                    signals.delivery_finished.send(self, delivery=delivery, verdict=verdict)
+                    verdicts.append(verdict)
+                return verdicts
+        return [await self.run_handler(handler, delivery) for delivery in deliveries]
+
+    def _count_delivery(self, delivery: Delivery) -> None:
         self.stats.delivered += 1
         if delivery.attempt > 1:
             self.stats.redelivered += 1
+
+    async def run_handler(self, handler: Handler, delivery: Delivery) -> Verdict:
+        """Run one delivery and decide, the same way for every backend, what happens next."""
+        self._count_delivery(delivery)
         signals.delivery_started.send(self, delivery=delivery)
         try:
             outcome = await handler(delivery)

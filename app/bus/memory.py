@@ -18,6 +18,7 @@ from blinker import Namespace
 
 from app.bus import signals
 from app.bus.base import (
+    BatchHandler,
     Bus,
     BusClosedError,
     DeadLetter,
@@ -25,6 +26,7 @@ from app.bus.base import (
     DeliveryPolicy,
     Handler,
     Message,
+    Verdict,
     utcnow,
 )
 
@@ -61,8 +63,9 @@ class _Group:
 class MemoryBus(Bus):
     kind = "in-memory bus"
 
-    def __init__(self, policy: DeliveryPolicy | None = None, chaos: Chaos | None = None) -> None:
+    def __init__(self, policy: DeliveryPolicy | None = None, chaos: Chaos | None = None, max_batch: int = 64) -> None:
         super().__init__(policy)
+        self.max_batch = max_batch
         self.chaos = chaos
         self._streams: dict[str, list[Message]] = {}
         self._groups: dict[tuple[str, str], _Group] = {}
@@ -171,26 +174,36 @@ class MemoryBus(Bus):
     async def _work(self, state: _Group, handler: Handler) -> None:
         me = asyncio.current_task()
         assert me is not None
+        batching = isinstance(handler, BatchHandler)
         while not self._closing:
             state.idle.add(me)
             try:
-                delivery = await state.queue.get()
+                ready = [await state.queue.get()]
             finally:
                 state.idle.discard(me)
-            verdict = await self.run_handler(handler, delivery)
-            if verdict.retry_in is not None:
-                if not self._closing:
-                    retry = Delivery(delivery.message, delivery.group, delivery.attempt + 1)
-                    self._schedule(state, retry, verdict.retry_in, new=False)
-                continue
-            if verdict.dead:
-                dead_id = str(uuid.uuid4())
-                self._dead[dead_id] = DeadLetter(
-                    id=dead_id,
-                    group=delivery.group,
-                    attempts=delivery.attempt,
-                    error=verdict.error,
-                    failed_at=utcnow(),
-                    message=delivery.message,
-                )
-            self._settle(delivery.message)
+            # Whatever else is already waiting goes along, for a handler that takes batches: under
+            # load, batches form by themselves. Others take one at a time, leaving the rest to
+            # the other members of the group.
+            while batching and len(ready) < self.max_batch and not state.queue.empty():
+                ready.append(state.queue.get_nowait())
+            verdicts = await self.run_batch(handler, ready)
+            for delivery, verdict in zip(ready, verdicts, strict=True):
+                self._conclude(state, delivery, verdict)
+
+    def _conclude(self, state: _Group, delivery: Delivery, verdict: Verdict) -> None:
+        if verdict.retry_in is not None:
+            if not self._closing:
+                retry = Delivery(delivery.message, delivery.group, delivery.attempt + 1)
+                self._schedule(state, retry, verdict.retry_in, new=False)
+            return
+        if verdict.dead:
+            dead_id = str(uuid.uuid4())
+            self._dead[dead_id] = DeadLetter(
+                id=dead_id,
+                group=delivery.group,
+                attempts=delivery.attempt,
+                error=verdict.error,
+                failed_at=utcnow(),
+                message=delivery.message,
+            )
+        self._settle(delivery.message)

@@ -10,7 +10,6 @@ nothing; at worst an event is published twice, which every listener already tole
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from collections.abc import Sequence
@@ -109,7 +108,12 @@ def _forget_staged(session: Session) -> None:
 
 
 class Relay:
-    """Publishes committed outbox events, in commit order, and marks them sent."""
+    """Publishes committed outbox events, in commit order, and marks them sent.
+
+    Two loops: one publishes as soon as events are handed over; the other marks rows sent,
+    as one UPDATE for everything published since its last round. Marking never delays
+    publishing, and under load both naturally work in batches.
+    """
 
     def __init__(
         self,
@@ -124,10 +128,12 @@ class Relay:
         self._retry_delay = retry_delay
         self._keep_sent = keep_sent
         self._queue: list[Message] = []
+        self._published: list[str] = []
         self._wake = asyncio.Event()
+        self._wake_marker = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     @property
     def backlog(self) -> int:
@@ -156,11 +162,14 @@ class Relay:
             # Ahead of anything committed since: the recovered events are older.
             self._queue[:0] = recovered
             self.enqueue([])
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        self._tasks = [
+            asyncio.create_task(self._publish_loop(), name="outbox-publish"),
+            asyncio.create_task(self._mark_loop(), name="outbox-mark-sent"),
+        ]
         return len(recovered)
 
     async def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything committed so far has been published; False on timeout."""
+        """Wait until everything committed so far is published and marked sent; False on timeout."""
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
         except TimeoutError:
@@ -168,21 +177,24 @@ class Relay:
         return True
 
     async def stop(self, timeout: float = 10.0) -> None:
-        if self._task is None:
+        if not self._tasks:
             return
         if not await self.flush(timeout):
             log.warning("[outbox] %d event(s) left unsent; they go out at the next start", self.backlog)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
 
-    async def _run(self) -> None:
+    def _check_idle(self) -> None:
+        if not self._queue and not self._published:
+            self._idle.set()
+
+    async def _publish_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                # Everything queued so far is one batch: under load batches grow on their own.
                 batch = self._queue[:]
                 try:
                     await self._bus.publish(batch)
@@ -200,13 +212,21 @@ class Relay:
                 del self._queue[: len(batch)]
                 for message in batch:
                     log.info("[%s] Event published to subject %s", message.source, message.subject)
-                await self._mark_sent(batch)
-            if not self._queue:
-                self._idle.set()
+                self._published.extend(message.id for message in batch)
+                self._wake_marker.set()
+            self._check_idle()
 
-    async def _mark_sent(self, batch: Sequence[Message]) -> None:
+    async def _mark_loop(self) -> None:
+        while True:
+            await self._wake_marker.wait()
+            self._wake_marker.clear()
+            while self._published:
+                ids, self._published = self._published, []
+                await self._mark_sent(ids)
+            self._check_idle()
+
+    async def _mark_sent(self, ids: Sequence[str]) -> None:
         now = utcnow()
-        ids = [message.id for message in batch]
         try:
             async with self._sessionmaker() as session:
                 for start in range(0, len(ids), _MARK_CHUNK):

@@ -16,11 +16,15 @@ async def on_ticket_created(event: TicketCreated, session: AsyncSession) -> Outc
     return await service.copy_ticket(session, event.id, event.title, event.price, event.version)
 
 
+async def on_ticket_created_in_batch(event: TicketCreated, session: AsyncSession) -> Outcome:
+    return await service.copy_ticket_in_batch(session, event.id, event.title, event.price, event.version)
+
+
 async def on_ticket_updated(event: TicketUpdated, session: AsyncSession) -> Outcome:
     return await service.update_ticket_copy(session, event.id, event.title, event.price, event.version)
 
 
 listeners: list[Listener[Any]] = [
-    Listener(Subjects.TICKET_CREATED, QueueGroups.ORDERS, on_ticket_created),
+    Listener(Subjects.TICKET_CREATED, QueueGroups.ORDERS, on_ticket_created, optimistic=on_ticket_created_in_batch),
     Listener(Subjects.TICKET_UPDATED, QueueGroups.ORDERS, on_ticket_updated),
 ]

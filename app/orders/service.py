@@ -16,7 +16,7 @@ from app.bus import Outcome, Retry
 from app.bus.base import utcnow
 from app.common.errors import Conflict, Forbidden, NotFound
 from app.common.events import OrderStatus
-from app.common.versioning import Step, next_step, retry_if_raced
+from app.common.versioning import Step, next_step
 from app.orders.events import stage_order_cancelled, stage_order_created
 from app.orders.models import Order, TicketReplica
 
@@ -100,15 +100,26 @@ async def copy_ticket(session: AsyncSession, ticket_id: str, title: str, price: 
     # Insert first, look later: a creation is nearly always new, and this saves a query per event.
     session.add(TicketReplica(id=ticket_id, title=title, price=price, version=version))
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError:
         await session.rollback()
     else:
         return Outcome.APPLIED
-    replica = await session.get(TicketReplica, ticket_id)
-    if replica is None:
+    if await session.get(TicketReplica, ticket_id) is None:
         raise Retry(f"ticket {ticket_id}: the copy that blocked this insert has gone; trying again")
     return Outcome.DUPLICATE
+
+
+async def copy_ticket_in_batch(
+    session: AsyncSession, ticket_id: str, title: str, price: Decimal, version: int
+) -> Outcome:
+    """:func:`copy_ticket` without the flush: the whole batch's copies go in one INSERT.
+
+    A duplicate makes that INSERT fail, which sends the batch back one event at a time.
+    """
+    next_step("ticket", None, version)
+    session.add(TicketReplica(id=ticket_id, title=title, price=price, version=version))
+    return Outcome.APPLIED
 
 
 async def update_ticket_copy(
@@ -120,7 +131,6 @@ async def update_ticket_copy(
         raise Retry(f"ticket {ticket_id} has no copy here yet: waiting for ticket:created")
     if next_step("ticket", replica.version, version) is Step.DUPLICATE:
         return Outcome.DUPLICATE
+    # The UPDATE says WHERE version = <stored>: a concurrent writer makes it fail, and retry.
     replica.title, replica.price, replica.version = title, price, version
-    async with retry_if_raced(session):
-        await session.commit()
     return Outcome.APPLIED

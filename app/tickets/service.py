@@ -14,7 +14,7 @@ from app.bus import Outcome, Retry
 from app.common.errors import Conflict, Forbidden, NotFound, PreconditionFailed
 from app.common.events import OrderStatus
 from app.common.http import if_match_allows
-from app.common.versioning import Step, next_step, retry_if_raced
+from app.common.versioning import Step, next_step
 from app.tickets.events import stage_ticket_created, stage_ticket_updated
 from app.tickets.models import OrderReplica, Ticket
 
@@ -83,10 +83,8 @@ async def hold_for_order(session: AsyncSession, order_id: str, ticket_id: str, v
         raise Retry(f"ticket {ticket_id} is held by order {ticket.order_id}, awaiting its cancellation")
     session.add(OrderReplica(id=order_id, ticket_id=ticket_id, status=OrderStatus.CREATED, version=version))
     ticket.order_id = order_id
-    async with retry_if_raced(session):
-        await session.flush()
-        stage_ticket_updated(session, ticket)
-        await session.commit()
+    await session.flush()  # bumps the ticket's version, which ticket:updated must carry
+    stage_ticket_updated(session, ticket)
     return Outcome.APPLIED
 
 
@@ -98,17 +96,13 @@ async def release_for_order(session: AsyncSession, order_id: str, ticket_id: str
         # comes, is recognised as stale instead of reserving the ticket for a dead order.
         tombstone = OrderReplica(id=order_id, ticket_id=ticket_id, status=OrderStatus.CANCELLED, version=version)
         session.add(tombstone)
-        async with retry_if_raced(session):
-            await session.commit()
         return Outcome.APPLIED
     if next_step("order", known.version, version) is Step.DUPLICATE:
         return Outcome.DUPLICATE
     known.status, known.version = OrderStatus.CANCELLED, version
     ticket = await session.get(Ticket, known.ticket_id)
-    async with retry_if_raced(session):
-        if ticket is not None and ticket.order_id == order_id:
-            ticket.order_id = None
-            await session.flush()
-            stage_ticket_updated(session, ticket)
-        await session.commit()
+    if ticket is not None and ticket.order_id == order_id:
+        ticket.order_id = None
+        await session.flush()
+        stage_ticket_updated(session, ticket)
     return Outcome.APPLIED
