@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from app.bus.base import Bus, DeliveryPolicy
 from app.settings import SettingsError
@@ -12,6 +12,7 @@ T = TypeVar("T")
 
 _POLICY_OPTIONS: dict[str, type] = {"max_deliver": int, "backoff": float, "backoff_max": float}
 _MEMORY_OPTIONS: dict[str, type] = {"chaos": int, "chaos_delay": float, "chaos_duplicates": float}
+_NATS_OPTIONS: dict[str, type] = {"stream": str, "ack_wait": float, "batch": int}
 
 
 def create_bus(url: str) -> Bus:
@@ -19,7 +20,9 @@ def create_bus(url: str) -> Bus:
 
     Options common to every backend: ``max_deliver`` (deliveries before a message is
     dead-lettered), ``backoff`` and ``backoff_max`` (seconds before the first retry, doubling
-    up to the maximum).
+    up to the maximum). NATS also takes ``stream`` (the JetStream stream, default TICKETING),
+    ``ack_wait`` (seconds before an unanswered delivery goes to another member, default 30) and
+    ``batch`` (messages a member pulls at a time, default 128).
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -39,6 +42,17 @@ def create_bus(url: str) -> Bus:
         elif options:
             raise SettingsError(f"bus URL {url!r}: chaos_delay and chaos_duplicates need chaos=SEED")
         return MemoryBus(policy=policy, chaos=chaos)
+    if scheme == "nats":
+        options = _options(url, parts.query, {**_POLICY_OPTIONS, **_NATS_OPTIONS})
+        policy = _build(url, DeliveryPolicy, _take(options, _POLICY_OPTIONS))
+        try:
+            from app.bus.nats import NatsBus
+        except ImportError as exc:
+            if (exc.name or "").partition(".")[0] != "nats":
+                raise
+            raise SettingsError(f"bus URL {url!r} needs the NATS client: pip install 'ticketing[nats]'") from None
+        server = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+        return _build(url, NatsBus, {"url": server, "policy": policy, **options})
     raise SettingsError(f"unsupported bus URL {url!r}: use memory://, memory://?chaos=SEED or nats://host:port")
 
 

@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from app.bus import Bus, DeliveryPolicy
 from app.bus.memory import MemoryBus
+from tests.nats_server import NatsServer, nats_server, own_nats_server
+
+__all__ = ["FAST", "Harness", "NatsHarness", "nats_server", "own_nats_server"]
 
 # Fast retries so that redelivery and dead-letter tests take milliseconds.
 FAST = DeliveryPolicy(max_deliver=4, backoff=0.01, backoff_max=0.05)
@@ -34,12 +40,54 @@ class Harness:
             await self._bus.close()
 
 
-BACKENDS = ["memory"]
+class NatsHarness(Harness):
+    """A stream of the test's own on the session's nats-server; each ``connect()`` is another process."""
+
+    name = "nats"
+    durable_across_connections = True
+
+    def __init__(self, policy: DeliveryPolicy, server: NatsServer, **options: Any) -> None:
+        super().__init__(policy)
+        self.server = server
+        # Streams never overlap: their subjects live under the stream's own (unique) name.
+        self.stream = f"T{uuid.uuid4().hex[:12].upper()}"
+        self.options = options
+        self.buses: list[Bus] = []
+
+    async def connect(self) -> Bus:
+        from app.bus.nats import NatsBus
+
+        bus = NatsBus(self.server.url, policy=self.policy, stream=self.stream, **self.options)
+        await bus.connect()
+        self.buses.append(bus)
+        return bus
+
+    async def aclose(self) -> None:
+        for bus in self.buses:
+            await bus.close()
+        await self.delete_streams()
+
+    async def delete_streams(self) -> None:
+        import nats
+        from nats.js.errors import NotFoundError
+
+        connection = await nats.connect(self.server.url)
+        try:
+            js = connection.jetstream()
+            for name in (self.stream, f"{self.stream}_DEAD"):
+                with contextlib.suppress(NotFoundError):
+                    await js.delete_stream(name)
+        finally:
+            await connection.close()
+
+
+BACKENDS = ["memory", pytest.param("nats", marks=pytest.mark.nats)]
 
 
 @pytest.fixture(params=BACKENDS)
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
-    harness = Harness(FAST)
+    # The NATS server starts with the first test that needs it, so memory-only runs need none.
+    harness = NatsHarness(FAST, request.getfixturevalue("nats_server")) if request.param == "nats" else Harness(FAST)
     yield harness
     await harness.aclose()
 

