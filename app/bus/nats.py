@@ -42,6 +42,7 @@ from nats.js.errors import APIError, NotFoundError, ServiceUnavailableError
 
 from app.bus import signals
 from app.bus.base import (
+    BatchHandler,
     Bus,
     BusClosedError,
     DeadLetter,
@@ -131,8 +132,13 @@ class _Member:
     sources: list[_Source]
     buffer: deque[_Received] = field(default_factory=deque)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    current: _Received | None = None
+    # Being handled: the server must keep hearing that they are still ours.
+    in_hand: list[_Received] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    batching: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batching = isinstance(self.handler, BatchHandler)
 
 
 @dataclass(eq=False, slots=True)
@@ -166,6 +172,7 @@ class NatsBus(Bus):
         publish_timeout: float = 5.0,
         connect_timeout: float = 10.0,
         reconnect_wait: float = 0.5,
+        max_batch: int = 64,
     ) -> None:
         super().__init__(policy)
         parts = urlsplit(url)
@@ -184,8 +191,9 @@ class NatsBus(Bus):
         for name, seconds in durations.items():
             if not 0 < seconds < math.inf:
                 raise ValueError(f"{name} must be > 0 seconds")
-        if batch < 1:
-            raise ValueError("batch must be at least 1")
+        for name, count in {"batch": batch, "max_batch": max_batch}.items():
+            if count < 1:
+                raise ValueError(f"{name} must be at least 1")
         self._url = f"nats://{parts.netloc}"
         # What logs and /health show: no credentials.
         self.server = f"nats://{parts.netloc.rpartition('@')[2]}"
@@ -193,6 +201,8 @@ class NatsBus(Bus):
         self.dead_stream = f"{stream}_DEAD"
         self.ack_wait = ack_wait
         self.batch = batch
+        # At most this many ready deliveries go together to a handler that takes batches.
+        self.max_batch = max_batch
         self._prefix = stream.lower()
         self._pull_expires = pull_expires
         self._publish_timeout = publish_timeout
@@ -565,9 +575,7 @@ class NatsBus(Bus):
                         async with asyncio.timeout_at(wake_at):
                             await member.wake.wait()
                     continue
-                received = member.buffer.popleft()
-                received.source.buffered -= 1
-                await self._deliver(member, received)
+                await self._deliver(member, self._take_ready(member))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -578,6 +586,21 @@ class NatsBus(Bus):
                     async with asyncio.timeout(self._reconnect_wait):
                         await member.wake.wait()
         await self._hand_back(member)
+
+    def _take_ready(self, member: _Member) -> list[_Received]:
+        """The next message, and for a handler that takes batches whatever else is ready behind it."""
+        ready: list[_Received] = []
+        while member.buffer and len(ready) < (self.max_batch if member.batching else 1):
+            received = member.buffer[0]
+            # One past its deliveries is dead-lettered alone, never in the batch of the living.
+            if ready and received.msg.metadata.num_delivered > self.policy.max_deliver:
+                break
+            member.buffer.popleft()
+            received.source.buffered -= 1
+            ready.append(received)
+            if received.msg.metadata.num_delivered > self.policy.max_deliver:
+                break
+        return ready
 
     async def _hand_back(self, member: _Member) -> None:
         # Taken from the server but never started: the other members can have them at once.
@@ -591,30 +614,35 @@ class NatsBus(Bus):
 
     # -- delivering --------------------------------------------------------------------------
 
-    async def _deliver(self, member: _Member, received: _Received) -> None:
-        msg = received.msg
+    async def _deliver(self, member: _Member, ready: list[_Received]) -> None:
         group = member.group
-        metadata = msg.metadata
-        message = self._decode(group.subject, msg, metadata)
-        delivery = Delivery(message, group.name, metadata.num_delivered)
-        key = (message.id, group.name)
-        # Published by another process (or before this group was here): pending while in flight.
-        foreign = key not in self._expected
-        if foreign:
-            self._hold(message.id)
-        settled = False
-        member.current = received
+        deliveries: list[Delivery] = []
+        foreign: list[bool] = []
+        for received in ready:
+            metadata = received.msg.metadata
+            message = self._decode(group.subject, received.msg, metadata)
+            deliveries.append(Delivery(message, group.name, metadata.num_delivered))
+            # Published by another process (or before this group was here): pending while in flight.
+            foreign.append((message.id, group.name) not in self._expected)
+            if foreign[-1]:
+                self._hold(message.id)
+        settled = [False] * len(ready)
+        member.in_hand = ready
         try:
-            handler = member.handler if delivery.attempt <= self.policy.max_deliver else _exhausted
-            verdict = await self.run_handler(handler, delivery)
-            member.current = None
-            settled = await self._answer(msg, delivery, verdict)
+            if deliveries[0].attempt > self.policy.max_deliver:
+                verdicts = [await self.run_handler(_exhausted, deliveries[0])]
+            else:
+                verdicts = await self.run_batch(member.handler, deliveries)
+            member.in_hand = []
+            for index, (received, delivery, verdict) in enumerate(zip(ready, deliveries, verdicts, strict=True)):
+                settled[index] = await self._answer(received.msg, delivery, verdict)
         finally:
-            member.current = None
-            if foreign:
-                self._release(message.id)
-            elif settled:
-                self._unexpect(key)
+            member.in_hand = []
+            for delivery, was_foreign, was_settled in zip(deliveries, foreign, settled, strict=True):
+                if was_foreign:
+                    self._release(delivery.message.id)
+                elif was_settled:
+                    self._unexpect((delivery.message.id, group.name))
 
     async def _answer(self, msg: Msg, delivery: Delivery, verdict: Verdict) -> bool:
         """Tell the server what became of a delivery; True once the message is settled for good."""
@@ -726,7 +754,7 @@ class NatsBus(Bus):
         stale = now - self.ack_wait / 3
         for group in list(self._groups.values()):
             for member in group.members:
-                held = [member.current, *member.buffer] if member.current else list(member.buffer)
+                held = [*member.in_hand, *member.buffer]
                 for received in held:
                     if received.seen < stale:
                         # Still ours: without this a slow handler's message would go to another member.
