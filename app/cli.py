@@ -1,4 +1,4 @@
-"""``ticketing run`` (also ``python -m app run``)."""
+"""``ticketing run`` serves the API; ``ticketing demo`` tells the seed's lesson against it (also ``python -m app``)."""
 
 from __future__ import annotations
 
@@ -41,12 +41,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=_port, default=8000, help="port to listen on (default 8000)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    demo = commands.add_parser(
+        "demo",
+        help="a narrated walkthrough: events, the concurrency problem and its fix, reservations",
+        description="Starts the app in-process (or drives one at --url), replays the seed's manual test, "
+        "shows why events need versions, and checks every claim it makes: it exits 1 if one did not hold.",
+    )
+    target = demo.add_mutually_exclusive_group()
+    target.add_argument("--url", help="drive a running app instead of starting one (e.g. http://127.0.0.1:8000)")
+    target.add_argument("--bus", help="bus URL for the in-process app, e.g. nats://127.0.0.1:4222 (default: in-memory)")
+    demo.add_argument("--seed", type=int, default=8, help="seed of the chaotic bus, for a reproducible story")
+    demo.add_argument("--step", action="store_true", help="wait for Enter between steps (for a live audience)")
+    demo.add_argument("--no-color", action="store_true", help="plain text (also when NO_COLOR is set or not a tty)")
+    demo.add_argument(
+        "--ops-token", default=None, help="with --url: the app's TICKETING_OPS_TOKEN (default: from the environment)"
+    )
     return parser
 
 
 def run(host: str, port: int, log_level: str, access_log: bool) -> int:
     import uvicorn
 
+    from app.live.server import Server, StartupFailed
     from app.main import create_app
 
     configure_logging(log_level)
@@ -55,21 +71,37 @@ def run(host: str, port: int, log_level: str, access_log: bool) -> int:
     except SettingsError as exc:
         logging.getLogger("ticketing").error("%s", exc)
         return 2
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=access_log,
-        timeout_graceful_shutdown=10,
+    # uvicorn.run() with a server that also ends the live view's streams at shutdown.
+    config = uvicorn.Config(
+        app, host=host, port=port, log_config=None, access_log=access_log, timeout_graceful_shutdown=10
     )
+    try:
+        Server(config).run()
+    except StartupFailed:
+        return 3  # uvicorn's own exit code for an app that failed to start; it has logged why
     return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from app.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        url=args.url,
+        bus=args.bus,
+        seed=args.seed,
+        step=args.step,
+        color=not args.no_color,
+        ops_token=args.ops_token,
+    )
+    return run_demo(options)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return run(args.host, args.port, args.log_level, args.access_log)
+    if args.command == "demo":
+        return demo(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown ones
 
 

@@ -13,7 +13,7 @@ from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app import db, ops
+from app import db, live, ops
 from app.bus import Bus, create_bus
 from app.bus.outbox import OutboxBase, Relay, relay_info
 from app.common.auth import Tokens, provide_user
@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None, *, listening_on: int | None = N
     modules = [load_module(name) for name in settings.modules]
     runtime = Runtime(settings, modules, listening_on)
     return Litestar(
-        route_handlers=[*(route for module in modules for route in module.routes), *ops.routes],
+        route_handlers=[*(route for module in modules for route in module.routes), *ops.routes, *live.routes],
         lifespan=[runtime.lifespan],
         dependencies={"session": Provide(provide_session), "user": Provide(provide_user)},
         exception_handlers=exception_handlers,
