@@ -62,11 +62,13 @@ class Runtime:
         for module in self.modules:
             log.info("[%s] Connected to %s", module.name, self.bus.kind)
             log.info("[%s] Connected to %s", module.name, db.describe(self.engine))
-        await self.relay.start()
+        # Listeners first: events an earlier run left in the outbox are then published to
+        # groups already listening, and count as pending until they have handled them.
         for module in self.modules:
             for listener in module.listeners:
                 handler = listener.bind(module.name, self.sessionmaker)
                 await self.bus.subscribe(listener.subject, listener.group, handler)
+        await self.relay.start()
         if self.listening_on is not None:
             for module in self.modules:
                 log.info("[%s] Listening on port %d", module.name, self.listening_on)

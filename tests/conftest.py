@@ -5,15 +5,13 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
-import httpx
 import msgspec
 import pytest
-from litestar import Litestar
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -22,14 +20,15 @@ from app import db
 from app.bus import Delivery, Message, Outcome
 from app.bus.base import utcnow
 from app.bus.outbox import OutboxBase, OutboxRecord, encode
-from app.common.auth import CurrentUser, Tokens
 from app.common.events import Event, QueueGroups
 from app.common.module import Listener
-from app.main import Runtime, create_app, load_module
-from app.settings import KNOWN_MODULES, AuthSettings, BusSettings, DatabaseSettings, Settings
-from tests.helpers import eventually
+from app.main import load_module
+from app.settings import KNOWN_MODULES
+from tests.deployments import FAST_BUS, JWT_SECRET, Api, in_process, make_settings, nats_bus_url, split
+from tests.nats_server import nats_server, own_nats_server
 
-JWT_SECRET = "tests-only-secret-of-decent-length"
+__all__ = ["JWT_SECRET", "Api", "make_settings", "nats_server", "own_nats_server"]
+
 STRICT = os.environ.get("TICKETING_TEST_STRICT") == "1"
 T = TypeVar("T")
 
@@ -43,10 +42,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped under TICKETING_TEST_STRICT=1, which allows no skips: {reason}"
-
-
-# Fast retries: an early event comes back in milliseconds rather than the default 50 ms and up.
-FAST_BUS = "memory://?backoff=0.002&backoff_max=0.05&max_deliver=30"
 
 
 @pytest.fixture
@@ -129,50 +124,6 @@ def bus_url() -> str:
     return FAST_BUS
 
 
-def make_settings(
-    database_url: str, bus_url: str, modules: tuple[str, ...] = ("users", "tickets", "orders")
-) -> Settings:
-    return Settings(
-        database=DatabaseSettings(url=database_url),
-        bus=BusSettings(url=bus_url),
-        auth=AuthSettings(jwt_secret=JWT_SECRET, generated_secret=False),
-        modules=modules,
-    )
-
-
-class Api:
-    """An HTTP client for the app under test, with the shortcuts the tests keep needing."""
-
-    def __init__(self, app: Litestar, client: httpx.AsyncClient) -> None:
-        self.http = client
-        self.app = app
-        self.runtime: Runtime = app.state.runtime
-
-    @staticmethod
-    def auth(user_id: str | None = None, email: str | None = None) -> dict[str, str]:
-        """Headers for a signed-in user, like the course's ``global.signin()``: no sign-up needed."""
-        user_id = user_id or str(uuid.uuid4())
-        token = Tokens(JWT_SECRET).issue(CurrentUser(user_id, email or f"{user_id[:8]}@example.com"))
-        return {"Authorization": f"Bearer {token}"}
-
-    async def settled(self, timeout: float = 20.0) -> None:
-        """Wait until every committed event has been handled by every group (pending == 0)."""
-        runtime = self.runtime
-        await eventually(lambda: runtime.bus.pending + runtime.relay.backlog == 0, timeout=timeout, what="settled")
-
-    async def create_ticket(self, headers: dict[str, str], title: str = "concert", price: float = 20) -> dict[str, Any]:
-        response = await self.http.post("/api/tickets", json={"title": title, "price": price}, headers=headers)
-        assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-    async def order(self, headers: dict[str, str], ticket_id: str) -> dict[str, Any]:
-        response = await self.http.post("/api/orders", json={"ticketId": ticket_id}, headers=headers)
-        assert response.status_code == 201, response.text
-        body: dict[str, Any] = response.json()
-        return body
-
-
 AppFactory = Callable[..., AbstractAsyncContextManager[Api]]
 
 
@@ -206,25 +157,45 @@ async def staged_events(sessions: async_sessionmaker[AsyncSession]) -> list[tupl
         return [(row.subject, msgspec.json.decode(row.payload)) for row in rows]
 
 
+DEPLOYMENTS = [
+    "memory",
+    pytest.param("nats", marks=pytest.mark.nats),
+    pytest.param("split", marks=[pytest.mark.nats, pytest.mark.slow]),
+]
+
+
 @pytest.fixture
-def start_app(database_url: str, bus_url: str) -> AppFactory:
+def deployment(request: pytest.FixtureRequest) -> str:
+    """How the app under test is deployed (see tests/deployments.py); in-process memory unless parametrised."""
+    return str(getattr(request, "param", "memory"))
+
+
+@pytest.fixture
+def start_app(
+    request: pytest.FixtureRequest, deployment: str, database_url: str, bus_url: str, tmp_path: Path
+) -> AppFactory:
+    nats_url = request.getfixturevalue("nats_server").url if deployment in {"nats", "split"} else None
+    template = request.getfixturevalue("postgres_template") if database_url.startswith("postgresql") else None
+
     @asynccontextmanager
     async def start(**overrides: Any) -> AsyncIterator[Api]:
+        if deployment == "split":
+            assert nats_url is not None
+            async with AsyncExitStack() as stack:
+                if template is None:
+                    orders_database = f"sqlite+aiosqlite:///{tmp_path / 'orders.db'}"
+                else:
+                    assert POSTGRES_URL is not None
+                    orders_database = await stack.enter_async_context(postgres_database(POSTGRES_URL, template))
+                yield await stack.enter_async_context(split((database_url, orders_database), nats_url, tmp_path))
+            return
+        if nats_url is not None:
+            overrides["bus_url"] = nats_bus_url(nats_url)
         settings = overrides.pop("settings", None) or make_settings(
             overrides.pop("database_url", database_url), overrides.pop("bus_url", bus_url), **overrides
         )
-        app = create_app(settings)
-        runtime: Runtime = app.state.runtime
-        # The app runs in the test's own event loop (Litestar's AsyncTestClient would run it in a
-        # thread of its own), so tests may also use the app's engine and bus directly. The
-        # runtime is the app's whole lifespan.
-        await runtime.start()
-        try:
-            transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # Litestar's ASGI types are narrower
-            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
-                yield Api(app, client)
-        finally:
-            await runtime.stop()
+        async with in_process(settings) as api:
+            yield api
 
     return start
 

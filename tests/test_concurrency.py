@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+import pytest
 from sqlalchemy import select
 
 from app.orders.models import Order, TicketReplica
-from tests.conftest import Api
+from tests.conftest import DEPLOYMENTS, Api
+
+pytestmark = pytest.mark.parametrize("deployment", DEPLOYMENTS, indirect=True)
 
 
 async def test_many_simultaneous_orders_for_one_ticket_give_exactly_one_201(api: Api) -> None:
@@ -20,7 +23,7 @@ async def test_many_simultaneous_orders_for_one_ticket_give_exactly_one_201(api:
     )
     assert Counter(response.status_code for response in responses) == {201: 1, 409: 39}
     [winner] = [response.json() for response in responses if response.status_code == 201]
-    async with api.runtime.sessionmaker() as session:
+    async with api.sessions("orders")() as session:
         live = (await session.scalars(select(Order).where(Order.status != "cancelled"))).all()
     assert [order.id for order in live] == [winner["id"]]
     await api.settled()
@@ -42,7 +45,7 @@ async def test_many_simultaneous_edits_lose_no_update(api: Api) -> None:
     final = (await api.http.get(url)).json()
     assert final == winners[-1]
     await api.settled()
-    async with api.runtime.sessionmaker() as session:
+    async with api.sessions("orders")() as session:
         copy = await session.get(TicketReplica, ticket["id"])
     assert copy is not None
     assert (copy.title, float(copy.price), copy.version) == (final["title"], final["price"], final["version"])
@@ -81,10 +84,10 @@ async def test_racing_cancellations_of_one_order_publish_one_event(api: Api) -> 
     buyer = api.auth()
     order = await api.order(buyer, ticket["id"])
     await api.settled()
-    published = api.runtime.bus.stats.published
+    published = (await api.counters())["published"]
     responses = await asyncio.gather(*(api.http.delete(f"/api/orders/{order['id']}", headers=buyer) for _ in range(10)))
     assert [response.status_code for response in responses] == [204] * 10
     await api.settled()
     # One order:cancelled, and the ticket:updated it caused.
-    assert api.runtime.bus.stats.published == published + 2
+    assert (await api.counters())["published"] == published + 2
     assert (await api.http.get(f"/api/tickets/{ticket['id']}")).json()["orderId"] is None

@@ -196,13 +196,17 @@ class Relay:
             self._wake.clear()
             while self._queue:
                 batch = self._queue[:]
+                # Logged as the batch goes out, as the original did: a listener in this very
+                # process may well receive an event before the broker's acknowledgement is back.
+                for message in batch:
+                    log.info("[%s] Event published to subject %s", message.source, message.subject)
                 try:
                     await self._bus.publish(batch)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
                     log.warning(
-                        "[outbox] Publishing %d event(s) failed, retrying in %.1fs: %s",
+                        "[outbox] Publishing %d event(s) failed, publishing them again in %.1fs: %s",
                         len(batch),
                         self._retry_delay,
                         exc,
@@ -210,8 +214,6 @@ class Relay:
                     await asyncio.sleep(self._retry_delay)
                     continue
                 del self._queue[: len(batch)]
-                for message in batch:
-                    log.info("[%s] Event published to subject %s", message.source, message.subject)
                 self._published.extend(message.id for message in batch)
                 self._wake_marker.set()
             self._check_idle()
