@@ -11,7 +11,7 @@ from app.bus import Bus, DeliveryPolicy
 from app.bus.memory import MemoryBus
 from tests.nats_server import NatsServer, nats_server, own_nats_server
 
-__all__ = ["FAST", "Harness", "NatsHarness", "nats_server", "own_nats_server"]
+__all__ = ["DURABLE_BACKENDS", "FAST", "Harness", "NatsHarness", "nats_server", "own_nats_server"]
 
 # Fast retries so that redelivery and dead-letter tests take milliseconds.
 FAST = DeliveryPolicy(max_deliver=4, backoff=0.01, backoff_max=0.05)
@@ -82,6 +82,8 @@ class NatsHarness(Harness):
 
 
 BACKENDS = ["memory", pytest.param("nats", marks=pytest.mark.nats)]
+# Backends whose groups outlive a connection: a broker outside the process.
+DURABLE_BACKENDS = [pytest.param("nats", marks=pytest.mark.nats)]
 
 
 @pytest.fixture(params=BACKENDS)
