@@ -54,7 +54,7 @@ def _runtime(state: State) -> Runtime:
     return runtime
 
 
-def require_ops_token(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+async def require_ops_token(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     expected = connection.app.state.settings.auth.ops_token
     if expected is None:
         return

@@ -25,62 +25,17 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import msgspec
-from litestar import Litestar, post
-from sqlalchemy import MetaData, String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from floor import floor_app
 
-from app import db
 from app.bus import Delivery, Verdict, signals
 from app.bus.base import utcnow
 from app.common.auth import CurrentUser, Tokens
 from app.main import Runtime, create_app
 from app.settings import AuthSettings, BusSettings, DatabaseSettings, Settings
-
-
-class FloorBase(DeclarativeBase):
-    metadata = MetaData()
-
-
-class Row(FloorBase):
-    __tablename__ = "floor_row"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    title: Mapped[str] = mapped_column(String(200))
-    price: Mapped[int] = mapped_column()
-
-
-class RowIn(msgspec.Struct):
-    title: str
-    price: int
-
-
-class RowOut(msgspec.Struct):
-    id: str
-    title: str
-    price: int
-
-
-async def floor_app(url: str) -> tuple[Litestar, Callable[[], Awaitable[None]]]:
-    engine = db.create_engine(url)
-    async with engine.begin() as connection:
-        await connection.run_sync(FloorBase.metadata.create_all)
-    sessions = db.create_sessionmaker(engine)
-
-    @post("/rows")
-    async def create(data: RowIn) -> RowOut:
-        async with sessions() as session:
-            row = Row(id=str(uuid.uuid4()), title=data.title, price=data.price)
-            session.add(row)
-            await session.commit()
-            return RowOut(row.id, row.title, row.price)
-
-    return Litestar([create], logging_config=None), engine.dispose
 
 
 async def drive(app: Any, path: str, requests: int, concurrency: int, headers: dict[str, str]) -> float:

@@ -6,6 +6,9 @@ Users issue tokens; every module checks them with the shared secret, so a proces
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -29,11 +32,24 @@ class CurrentUser:
 
 
 class Tokens:
-    """Issues and reads the app's JWTs (HS256, with expiry)."""
+    """Issues and reads the app's JWTs (HS256, with expiry).
 
-    def __init__(self, secret: str, ttl: timedelta = timedelta(hours=24)) -> None:
+    A client sends the same token with every request, and checking it is a good part of a
+    request's cost: tokens already verified are remembered (a bounded number) until they expire.
+    """
+
+    def __init__(
+        self,
+        secret: str,
+        ttl: timedelta = timedelta(hours=24),
+        remember: int = 4096,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._secret = secret
         self.ttl = ttl
+        self._clock = clock
+        self._verified: OrderedDict[str, tuple[CurrentUser, float]] = OrderedDict()
+        self._remember = remember
 
     def issue(self, user: CurrentUser) -> str:
         now = utcnow()
@@ -42,15 +58,29 @@ class Tokens:
 
     def read(self, token: str) -> CurrentUser | None:
         """The user a token names, or None when it is forged, expired, or not ours."""
+        now = self._clock()
+        known = self._verified.get(token)
+        if known is not None:
+            if now < known[1]:
+                return known[0]
+            del self._verified[token]
         try:
-            # Pinning the algorithm is what rejects "alg: none" and key-confusion tokens.
-            claims = jwt.decode(token, self._secret, algorithms=[_ALGORITHM], options={"require": ["exp", "sub"]})
+            # Pinning the algorithm is what rejects "alg: none" and key-confusion tokens. Expiry
+            # is checked below, on the same clock as remembered tokens.
+            options = {"require": ["exp", "sub"], "verify_exp": False}
+            claims = jwt.decode(token, self._secret, algorithms=[_ALGORITHM], options=options)  # type: ignore[arg-type]
         except jwt.PyJWTError:
             return None
-        user_id, email = claims.get("sub"), claims.get("email")
-        if not isinstance(user_id, str) or not isinstance(email, str):
+        user_id, email, expires = claims.get("sub"), claims.get("email"), claims.get("exp")
+        if not isinstance(user_id, str) or not isinstance(email, str) or not isinstance(expires, int | float):
             return None
-        return CurrentUser(user_id, email)
+        if expires <= now:
+            return None
+        user = CurrentUser(user_id, email)
+        self._verified[token] = (user, float(expires))
+        if len(self._verified) > self._remember:
+            self._verified.popitem(last=False)
+        return user
 
 
 def current_user(connection: ASGIConnection[Any, Any, Any, Any]) -> CurrentUser | None:
@@ -72,8 +102,11 @@ def current_user(connection: ASGIConnection[Any, Any, Any, Any]) -> CurrentUser 
     return user
 
 
-def require_user(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    """Guard: 401 unless the request carries a valid token. Runs before the body is read."""
+async def require_user(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """Guard: 401 unless the request carries a valid token. Runs before the body is read.
+
+    Async on purpose, like every guard here: Litestar runs a sync guard in a worker thread.
+    """
     if current_user(connection) is None:
         raise Unauthorized("Not authorized: sign in, or send a valid Bearer token")
 

@@ -80,7 +80,7 @@ def _asset(name: str) -> bytes:
     return resources.files("app.live").joinpath("static", name).read_bytes()
 
 
-def require_stream_token(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
+async def require_stream_token(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
     """Like the ops routes: guarded by TICKETING_OPS_TOKEN when it is set.
 
     A browser's EventSource cannot send headers, so the token may also come as ``?token=``.
