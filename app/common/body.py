@@ -37,9 +37,16 @@ def decode_body(body: bytes, model: type[S]) -> S:
         raw = _json.decode(body)
     except msgspec.DecodeError:
         raise BadRequest("Request body is not valid JSON") from None
+    except RecursionError:
+        raise BadRequest("Request body is nested too deeply") from None
     if not isinstance(raw, dict):
         raise BadRequest("Request body must be a JSON object")
-    for name in _decimal_fields(model):
+    for name in _fields_of(model, msgspec.inspect.StrType):
+        value = raw.get(name)
+        # PostgreSQL cannot store NUL in text, and no email, password or title needs one.
+        if isinstance(value, str) and "\x00" in value:
+            raise BadRequest(f"{name} must not contain NUL characters", field=name)
+    for name in _fields_of(model, msgspec.inspect.DecimalType):
         if isinstance(raw.get(name), str):
             raise BadRequest(f"{name} must be a number, not a string", field=name)
     try:
@@ -53,10 +60,11 @@ def decode_body(body: bytes, model: type[S]) -> S:
 
 
 @functools.cache
-def _decimal_fields(model: type[msgspec.Struct]) -> tuple[str, ...]:
+def _fields_of(model: type[msgspec.Struct], kind: type[msgspec.inspect.Type]) -> tuple[str, ...]:
+    """The JSON names of ``model``'s fields of type ``kind``."""
     info = msgspec.inspect.type_info(model)
     assert isinstance(info, msgspec.inspect.StructType)
-    return tuple(field.encode_name for field in info.fields if isinstance(field.type, msgspec.inspect.DecimalType))
+    return tuple(field.encode_name for field in info.fields if isinstance(field.type, kind))
 
 
 class StrictJSON(MsgspecDTO[S], Generic[S]):

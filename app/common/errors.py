@@ -77,6 +77,7 @@ def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[ErrorBody]:
     return error_response(exc.status_code, exc.details)
 
 
+_NO_BODY = "Request body is missing: send a JSON object"
 # msgspec says "... - at `$.ticket.id`"; the field is the dotted path without "$.".
 _AT_PATH = re.compile(r"\s*-\s*at `\$\.?([^`]*)`$")
 
@@ -86,8 +87,12 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Error
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list):
         for item in exc.extra:
             if isinstance(item, dict):
-                message = str(item.get("message") or exc.detail)
                 key = item.get("key")
+                if key == "data" and item.get("source") == "body":
+                    # No body at all: Litestar skips the body decoder and reports the handler's argument.
+                    details.append(ErrorDetail(_NO_BODY))
+                    continue
+                message = str(item.get("message") or exc.detail)
                 details.append(ErrorDetail(message, str(key) if key else None))
     if not details:
         details.append(ErrorDetail(_sentence(exc.detail, exc.status_code)))

@@ -78,14 +78,26 @@ async def test_both_fields_are_reported_when_both_are_wrong(api: Api) -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [b"{not json", b"[1, 2]", b"", b'"text"'], ids=["malformed", "array", "empty", "string"]
+    ("body", "complaint"),
+    [
+        (b"{not json", "Request body is not valid JSON"),
+        (b"[1, 2]", "Request body must be a JSON object"),
+        (b"", "Request body is missing: send a JSON object"),
+        (b'"text"', "Request body must be a JSON object"),
+        (b"[" * 30_000 + b"]" * 30_000, "Request body is nested too deeply"),
+    ],
+    ids=["malformed", "array", "empty", "string", "deep"],
 )
-async def test_a_body_that_is_not_a_json_object_is_refused(api: Api, body: bytes) -> None:
+async def test_a_body_that_is_not_a_json_object_is_refused(api: Api, body: bytes, complaint: str) -> None:
     response = await api.http.post(
         "/api/tickets", content=body, headers={**api.auth(), "content-type": "application/json"}
     )
-    assert response.status_code == 400
-    assert response.json()["errors"][0]["message"]
+    assert (response.status_code, errors(response)) == (400, [(None, complaint)])
+
+
+async def test_a_title_with_a_nul_character_is_400_on_every_database(api: Api) -> None:
+    response = await api.http.post("/api/tickets", json={"title": "con\x00cert", "price": 10}, headers=api.auth())
+    assert (response.status_code, errors(response)) == (400, [("title", "title must not contain NUL characters")])
 
 
 async def test_creates_a_ticket_with_valid_inputs_and_publishes_ticket_created(api: Api) -> None:
