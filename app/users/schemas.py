@@ -17,7 +17,8 @@ class Credentials(msgspec.Struct):
 
     def problems(self) -> list[ErrorDetail]:
         problems = []
-        if len(self.email) > 254 or not _EMAIL.fullmatch(self.email.strip()):
+        # Judged as it will be stored: lower-casing can lengthen it ("İ" becomes two characters).
+        if len(self.normalized_email) > 254 or not _EMAIL.fullmatch(self.normalized_email):
             problems.append(ErrorDetail("email must be a valid email address", "email"))
         low, high = PASSWORD_LENGTH
         if not low <= len(self.password) <= high:

@@ -46,6 +46,10 @@ async def test_signup_returns_201_the_user_a_token_and_a_session_cookie(api: Api
         ({"email": "test@test.com", "password": "x" * 129}, "password"),
         ({"email": "test@test.com"}, "password"),
         ({"password": PASSWORD}, "email"),
+        # Stored nowhere (PostgreSQL refuses NUL in text), so refused up front.
+        ({"email": "te\x00st@test.com", "password": PASSWORD}, "email"),
+        # Lower-cased, "İ" becomes two characters: the address as stored would not fit its column.
+        ({"email": "İ" * 200 + "@test.com", "password": PASSWORD}, "email"),
     ],
 )
 async def test_signup_refuses_invalid_input_naming_the_field(api: Api, body: dict[str, str], field: str) -> None:
@@ -102,6 +106,12 @@ async def test_signin_with_invalid_input_is_400(api: Api) -> None:
     response = await api.http.post("/api/users/signin", json={"email": "nope", "password": ""})
     assert response.status_code == 400
     assert {error["field"] for error in response.json()["errors"]} == {"email", "password"}
+
+
+async def test_signin_with_a_nul_character_is_400_not_a_database_error(api: Api) -> None:
+    response = await api.http.post("/api/users/signin", json={"email": "te\x00st@test.com", "password": PASSWORD})
+    assert response.status_code == 400
+    assert [error["field"] for error in response.json()["errors"]] == ["email"]
 
 
 async def test_currentuser_is_null_without_a_session(api: Api) -> None:
