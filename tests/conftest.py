@@ -139,6 +139,16 @@ async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncS
     await engine.dispose()
 
 
+def deliveries(listener: Listener[Any], *events: Event) -> list[Delivery]:
+    """Events as the bus hands them to ``listener``: first deliveries, each with an id of its own."""
+
+    def delivery(event: Event) -> Delivery:
+        message = Message(id=str(uuid.uuid4()), subject=listener.subject, data=encode(event), occurred_at=utcnow())
+        return Delivery(message, listener.group, 1)
+
+    return [delivery(event) for event in events]
+
+
 async def deliver(listener: Listener[Any], event: Event, sessions: async_sessionmaker[AsyncSession]) -> Outcome:
     """Hand one event to a listener as the bus would; returns what the bus would learn (ack) or raises Retry."""
     module = "tickets" if listener.group == QueueGroups.TICKETS else "orders"

@@ -6,13 +6,14 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.bus import Outcome, Retry
 from app.common.events import TicketCreated, TicketUpdated
 from app.orders.listeners import listeners
 from app.orders.models import TicketReplica
-from tests.conftest import deliver
+from tests.conftest import deliver, deliveries
 
 on_ticket_created, on_ticket_updated = listeners
 USER = str(uuid.uuid4())
@@ -97,3 +98,46 @@ async def test_duplicates_are_acked_and_change_nothing(sessions: async_sessionma
     copy = await replica(sessions, ticket_id)
     assert copy is not None
     assert (copy.title, copy.version) == ("v2", 2)
+
+
+async def test_a_batch_applies_its_events_in_one_go(sessions: async_sessionmaker[AsyncSession]) -> None:
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    created = on_ticket_created.bind("orders", sessions)
+    assert await created.batch(deliveries(on_ticket_created, ticket_created(first), ticket_created(second))) == [
+        Outcome.APPLIED,
+        Outcome.APPLIED,
+    ]
+    updated = on_ticket_updated.bind("orders", sessions)
+    batch = deliveries(
+        on_ticket_updated,
+        ticket_updated(first, 1, title="v1"),
+        ticket_updated(first, 2, title="v2"),
+        ticket_updated(first, 1, title="v1"),
+    )
+    assert await updated.batch(batch) == [Outcome.APPLIED, Outcome.APPLIED, Outcome.DUPLICATE]
+    copy = await replica(sessions, first)
+    assert copy is not None
+    assert (copy.title, copy.version) == ("v2", 2)
+
+
+async def test_a_batch_with_an_early_update_is_undone_as_a_whole(sessions: async_sessionmaker[AsyncSession]) -> None:
+    ticket_id = str(uuid.uuid4())
+    await deliver(on_ticket_created, ticket_created(ticket_id), sessions)
+    batch = deliveries(on_ticket_updated, ticket_updated(ticket_id, 1, title="v1"), ticket_updated(ticket_id, 3))
+    with pytest.raises(Retry):
+        await on_ticket_updated.bind("orders", sessions).batch(batch)
+    copy = await replica(sessions, ticket_id)
+    assert copy is not None
+    assert (copy.title, copy.version) == ("concert", 0), "version 1, applied first in the batch, was undone"
+
+
+async def test_a_batch_with_a_repeated_creation_is_undone_as_a_whole(
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    known, fresh = str(uuid.uuid4()), str(uuid.uuid4())
+    await deliver(on_ticket_created, ticket_created(known), sessions)
+    # The batch's copies go in one INSERT, which the copy already there makes fail.
+    batch = deliveries(on_ticket_created, ticket_created(fresh), ticket_created(known))
+    with pytest.raises(IntegrityError):
+        await on_ticket_created.bind("orders", sessions).batch(batch)
+    assert await replica(sessions, fresh) is None
