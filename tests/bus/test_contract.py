@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 
 import pytest
 
@@ -289,3 +290,35 @@ async def test_close_lets_the_handler_in_flight_finish_and_takes_no_new_messages
     assert bus.stats.acked == 1
     with pytest.raises(BusClosedError):
         await bus.publish([message(subject, "too late")])
+
+
+class Batching:
+    """A handler that takes ready deliveries together, and whose first batch fails."""
+
+    def __init__(self) -> None:
+        self.handled: list[bytes] = []
+        self.batches: list[int] = []
+
+    async def __call__(self, delivery: Delivery) -> Outcome:
+        self.handled.append(delivery.message.data)
+        return Outcome.APPLIED
+
+    async def batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        self.batches.append(len(deliveries))
+        if len(self.batches) == 1:
+            raise RuntimeError("a race: undone, and handed over one by one")
+        self.handled.extend(delivery.message.data for delivery in deliveries)
+        return [Outcome.APPLIED] * len(deliveries)
+
+
+async def test_a_handler_that_takes_batches_gets_what_is_ready_together_and_in_order(bus: Bus) -> None:
+    subject = unique("batches")
+    await bus.publish([message(subject, str(n)) for n in range(150)])
+    handler = Batching()
+    await bus.subscribe(subject, "g", handler)
+    await eventually(lambda: len(handler.handled) == 150 and bus.pending == 0)
+    assert handler.handled == [str(n).encode() for n in range(150)]
+    assert max(handler.batches) > 1
+    assert max(handler.batches) <= 64
+    # The failed batch was handed over one by one: not a redelivery, and acked once each.
+    assert (bus.stats.acked, bus.stats.redelivered, bus.stats.delivered) == (150, 0, 150)

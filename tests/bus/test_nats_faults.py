@@ -11,14 +11,14 @@ import logging
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import nats
 import pytest
 
 from app import db
-from app.bus import Bus, Delivery, DeliveryPolicy, Outcome
+from app.bus import Bus, Delivery, DeliveryPolicy
 from app.bus.nats import durable_name
 from app.bus.outbox import OutboxBase, Relay
 from tests.bus.conftest import FAST, NatsHarness
@@ -300,37 +300,3 @@ async def test_publishing_the_same_event_again_delivers_it_once(nats_harness: Na
     await eventually(lambda: marker.id in handled)
     await eventually(lambda: bus.pending == 0)
     assert handled == Counter({m.id: 1 for m in [*batch, marker]})
-
-
-class Batching:
-    """A handler that takes ready deliveries together, and whose first batch fails."""
-
-    def __init__(self) -> None:
-        self.handled: list[bytes] = []
-        self.batches: list[int] = []
-
-    async def __call__(self, delivery: Delivery) -> Outcome:
-        self.handled.append(delivery.message.data)
-        return Outcome.APPLIED
-
-    async def batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
-        self.batches.append(len(deliveries))
-        if len(self.batches) == 1:
-            raise RuntimeError("a race: undone, and handed over one by one")
-        self.handled.extend(delivery.message.data for delivery in deliveries)
-        return [Outcome.APPLIED] * len(deliveries)
-
-
-async def test_a_handler_that_takes_batches_gets_what_is_ready_together_and_in_order(
-    nats_harness: NatsHarness,
-) -> None:
-    subject = unique("batches")
-    bus = await nats_harness.connect()
-    await bus.publish([message(subject, str(n)) for n in range(150)])
-    handler = Batching()
-    await bus.subscribe(subject, "g", handler)
-    await eventually(lambda: len(handler.handled) == 150 and bus.pending == 0)
-    assert handler.handled == [str(n).encode() for n in range(150)]
-    assert max(handler.batches) > 1
-    assert max(handler.batches) <= 64
-    assert bus.stats.acked == 150
