@@ -131,7 +131,7 @@ async def replay_dead_letter(state: State, dead_letter_id: FromPath[str]) -> Rep
 def _payload(data: bytes) -> Any:
     try:
         return msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return data.decode("utf-8", errors="replace")
 
 

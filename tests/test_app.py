@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import uuid
 
 import pytest
 
+from app.bus import Message
+from app.bus.base import utcnow
+from app.live.feed import Feed
 from app.main import create_app
 from app.settings import KNOWN_MODULES, Settings, SettingsError, parse_modules
 from tests.conftest import AppFactory, make_settings
@@ -159,3 +163,33 @@ async def test_only_the_configured_modules_are_served(start_app: AppFactory) -> 
         assert (await api.http.get("/api/tickets")).status_code == 404
         assert (await api.http.get("/api/orders", headers=api.auth())).status_code == 200
         assert (await api.http.get("/health")).json()["modules"] == ["orders"]
+
+
+async def test_a_payload_too_deep_to_decode_is_dead_lettered_at_once_and_breaks_nothing(
+    start_app: AppFactory,
+) -> None:
+    # Valid JSON, but nested beyond what the decoder recurses into: no retry can help.
+    deep = b'{"id": "x", "junk": ' + b"[" * 30_000 + b"]" * 30_000 + b"}"
+    async with start_app() as api:
+        bus = api.runtime.bus
+        feed = Feed(bus).connect()  # as when a /demo page is open
+        try:
+            await bus.publish(
+                [Message(id=str(uuid.uuid4()), subject="ticket:updated", data=deep, occurred_at=utcnow())]
+            )
+            await api.settled()
+            [dead] = (await api.http.get("/ops/dead-letters")).json()
+            assert (dead["subject"], dead["attempts"]) == ("ticket:updated", 1)
+            assert "does not match the contract" in dead["error"]
+            # The group's worker is alive: the next events are handled as usual.
+            owner = api.auth()
+            ticket = await api.create_ticket(owner)
+            await api.settled()
+            response = await api.http.put(
+                f"/api/tickets/{ticket['id']}", json={"title": "t", "price": 2}, headers=owner
+            )
+            assert response.status_code == 200
+            await api.settled()
+            assert (await api.counters())["deadLettered"] == 1
+        finally:
+            feed.disconnect()

@@ -58,7 +58,7 @@ class BoundListener(Generic[E]):
     def _decode(self, delivery: Delivery) -> E:
         try:
             event: E = self.decoder.decode(delivery.message.data)  # type: ignore[assignment]
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise Unprocessable(f"{self.listener.subject} payload does not match the contract: {exc}") from exc
         return event
 

@@ -39,7 +39,8 @@ def _about(message: Message) -> dict[str, Any]:
     """Version and record ids read from the payload, without trusting it to match the contract."""
     try:
         payload = msgspec.json.decode(message.data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
+        # Raising here would raise in the bus, which sends the signal this feed listens to.
         return {"version": None}
     if not isinstance(payload, dict):
         return {"version": None}
