@@ -23,6 +23,8 @@ from app.common.module import Module
 from app.settings import Settings
 
 log = logging.getLogger("ticketing")
+# RFC 7518 asks HS256 keys to be at least as long as the hash: 32 bytes.
+MIN_SECRET_BYTES = 32
 
 
 def load_module(name: str) -> Module:
@@ -93,6 +95,11 @@ def create_app(settings: Settings | None = None, *, listening_on: int | None = N
         log.warning(
             "TICKETING_JWT_SECRET is not set: using a random key, so sign-ins end at restart "
             "and other processes will not accept this one's tokens"
+        )
+    elif len(settings.auth.jwt_secret.encode()) < MIN_SECRET_BYTES:
+        log.warning(
+            "TICKETING_JWT_SECRET is shorter than %d bytes: tokens signed with it are easier to forge",
+            MIN_SECRET_BYTES,
         )
     modules = [load_module(name) for name in settings.modules]
     runtime = Runtime(settings, modules, listening_on)

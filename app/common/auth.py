@@ -7,6 +7,7 @@ Users issue tokens; every module checks them with the shared secret, so a proces
 from __future__ import annotations
 
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import jwt
+from jwt.warnings import InsecureKeyLengthWarning
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
@@ -23,6 +25,8 @@ from app.common.errors import Unauthorized
 SESSION_COOKIE = "session"
 _ALGORITHM = "HS256"
 _USER_KEY = "ticketing.user"
+# PyJWT would warn at every token about a short key; the app says it once, at start.
+warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
 
 
 @dataclass(frozen=True, slots=True)

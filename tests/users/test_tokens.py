@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import timedelta
 
+import pytest
+
 from app.common.auth import CurrentUser, Tokens
+from app.main import create_app
+from app.settings import Settings
 
 ADA = CurrentUser("ada-id", "ada@example.com")
 
@@ -46,3 +51,13 @@ def test_another_key_never_reads_a_remembered_token() -> None:
     token = theirs.issue(ADA)
     assert theirs.read(token) == ADA
     assert ours.read(token) is None
+
+
+def test_a_short_secret_is_warned_about_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="ticketing"):
+        create_app(Settings.from_env({"TICKETING_JWT_SECRET": "too-short"}))
+    assert any("shorter than 32 bytes" in record.getMessage() for record in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ticketing"):
+        create_app(Settings.from_env({"TICKETING_JWT_SECRET": "x" * 32}))
+    assert not any("TICKETING_JWT_SECRET" in record.getMessage() for record in caplog.records)
