@@ -64,7 +64,8 @@ def test_a_bad_nats_url_is_refused_with_the_reason(url: str, complaint: str) -> 
 def test_without_nats_py_the_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     # As if nats-py were not installed: importing it fails, and the backend is imported afresh.
     monkeypatch.setitem(sys.modules, "nats", None)
-    monkeypatch.delitem(sys.modules, "app.bus.nats")
+    for name in [name for name in sys.modules if name == "app.bus.nats" or name.startswith("app.bus.nats.")]:
+        monkeypatch.delitem(sys.modules, name)
     with pytest.raises(SettingsError, match=r"pip install 'ticketing\[nats\]'"):
         create_bus("nats://localhost:4222")
 
