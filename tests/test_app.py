@@ -141,10 +141,8 @@ async def test_unknown_routes_and_methods_answer_in_the_error_format(start_app: 
             "/api/tickets", content=b"x" * 70_000, headers={**api.auth(), "content-type": "application/json"}
         )
     assert (missing.status_code, missing.json()) == (404, {"errors": [{"message": "Not found"}]})
-    assert wrong_method.status_code == 405
-    assert wrong_method.json()["errors"][0]["message"]
-    assert too_big.status_code == 413
-    assert too_big.json()["errors"][0]["message"]
+    assert (wrong_method.status_code, wrong_method.json()) == (405, {"errors": [{"message": "Method not allowed"}]})
+    assert (too_big.status_code, too_big.json()) == (413, {"errors": [{"message": "Request body is too large"}]})
 
 
 async def test_openapi_schema_describes_the_api(start_app: AppFactory) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from http import HTTPStatus
 from typing import Any
 
 import msgspec
@@ -99,19 +100,19 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Error
     return error_response(exc.status_code, details, **(exc.headers or {}))
 
 
+_SENTENCES = {
+    401: "Not authorized",
+    404: "Not found",
+    405: "Method not allowed",
+    413: "Request body is too large",
+}
+
+
 def _sentence(detail: str, status_code: int) -> str:
-    # Litestar's defaults are terse ("Not Found"); say what went wrong.
-    defaults = {
-        404: "Not found",
-        405: "Method not allowed",
-        413: "Request body is too large",
-        401: "Not authorized",
-    }
-    return (
-        detail
-        if detail and detail.lower() not in {"not found", "method not allowed"}
-        else defaults.get(status_code, detail or "Request failed")
-    )
+    # Litestar's own details are the bare reason phrase ("Request Entity Too Large"); say what went wrong.
+    if not detail or detail.lower() == HTTPStatus(status_code).phrase.lower():
+        return _SENTENCES.get(status_code, detail or "Request failed")
+    return detail
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
