@@ -79,6 +79,8 @@ class Runtime:
         # Publish what is committed while the bus is still up, then let listeners finish.
         await self.relay.stop()
         await self.bus.close()
+        # Handlers that finished while the bus closed settled their events: record it.
+        await self.relay.close()
         await self.engine.dispose()
 
 

@@ -131,6 +131,10 @@ class Bus(ABC):
     """Publish/subscribe by subject with queue groups, explicit ack, retries and dead letters."""
 
     kind: ClassVar[str]
+    #: Whether the broker keeps a message once ``publish`` returns, whatever becomes of this
+    #: process. A bus that does not (the in-memory one) announces instead, through
+    #: ``signals.settled``, when every group of this process has settled a message.
+    durable: ClassVar[bool] = True
 
     def __init__(self, policy: DeliveryPolicy | None = None) -> None:
         self.policy = policy or DeliveryPolicy()

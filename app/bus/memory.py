@@ -9,6 +9,7 @@ through a timer, so a message waiting for its turn never blocks the ones behind 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import uuid
 from collections.abc import Sequence
@@ -29,6 +30,8 @@ from app.bus.base import (
     Verdict,
     utcnow,
 )
+
+log = logging.getLogger("ticketing.bus")
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,8 @@ class _Group:
 
 class MemoryBus(Bus):
     kind = "in-memory bus"
+    # Messages live in this process only: the outbox keeps an event until it has settled here.
+    durable = False
 
     def __init__(self, policy: DeliveryPolicy | None = None, chaos: Chaos | None = None, max_batch: int = 64) -> None:
         super().__init__(policy)
@@ -100,6 +105,9 @@ class MemoryBus(Bus):
             self.stats.published += 1
             signals.published.send(self, message=message)
             self._fanout.signal(message.subject).send(self, message=message)
+            if message.id not in self._outstanding:
+                # No group here wants it: nothing left to do with it.
+                signals.settled.send(self, message_id=message.id)
 
     async def subscribe(self, subject: str, group: str, handler: Handler) -> None:
         if self._closing:
@@ -170,6 +178,7 @@ class MemoryBus(Bus):
             self._outstanding[message.id] = left
         else:
             del self._outstanding[message.id]
+            signals.settled.send(self, message_id=message.id)
 
     async def _work(self, state: _Group, handler: Handler) -> None:
         me = asyncio.current_task()
@@ -186,7 +195,15 @@ class MemoryBus(Bus):
             # the other members of the group.
             while batching and len(ready) < self.max_batch and not state.queue.empty():
                 ready.append(state.queue.get_nowait())
-            verdicts = await self.run_batch(handler, ready)
+            try:
+                verdicts = await self.run_batch(handler, ready)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Not the handler (its failures are verdicts) but the machinery around it, an
+                # observer say: keep the worker alive, and the messages, which come again.
+                log.exception("[bus] Delivering %d message(s) to %s / %s failed", len(ready), state.subject, state.name)
+                verdicts = [Verdict(ack=False, retry_in=self.policy.delay(d.attempt), error="bus error") for d in ready]
             for delivery, verdict in zip(ready, verdicts, strict=True):
                 self._conclude(state, delivery, verdict)
 

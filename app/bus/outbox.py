@@ -21,6 +21,7 @@ from sqlalchemy import Index, LargeBinary, MetaData, String, delete, event, sele
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from app.bus import signals
 from app.bus.base import Bus, Message, utcnow
 from app.db import TicketingSession, UTCDateTime
 
@@ -111,8 +112,12 @@ class Relay:
     """Publishes committed outbox events, in commit order, and marks them sent.
 
     Two loops: one publishes as soon as events are handed over; the other marks rows sent,
-    as one UPDATE for everything published since its last round. Marking never delays
-    publishing, and under load both naturally work in batches.
+    as one UPDATE for everything done since its last round. Marking never delays publishing,
+    and under load both naturally work in batches.
+
+    A row is done when the broker has the event, for a durable bus; for one that lives in this
+    process only, when every group here has settled it, so that an event still queued or
+    waiting for a retry when the process stops is published again at the next start.
     """
 
     def __init__(
@@ -131,9 +136,15 @@ class Relay:
         self._published: list[str] = []
         self._wake = asyncio.Event()
         self._wake_marker = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._tasks: list[asyncio.Task[None]] = []
+        # Set while there is nothing to publish, and nothing to mark, respectively.
+        self._published_all = asyncio.Event()
+        self._published_all.set()
+        self._marked_all = asyncio.Event()
+        self._marked_all.set()
+        self._publisher: asyncio.Task[None] | None = None
+        self._marker: asyncio.Task[None] | None = None
+        if not bus.durable:
+            signals.settled.connect(self._on_settled, sender=bus)
 
     @property
     def backlog(self) -> int:
@@ -142,7 +153,7 @@ class Relay:
 
     def enqueue(self, messages: Sequence[Message]) -> None:
         self._queue.extend(messages)
-        self._idle.clear()
+        self._published_all.clear()
         self._wake.set()
 
     async def start(self) -> int:
@@ -162,33 +173,53 @@ class Relay:
             # Ahead of anything committed since: the recovered events are older.
             self._queue[:0] = recovered
             self.enqueue([])
-        self._tasks = [
-            asyncio.create_task(self._publish_loop(), name="outbox-publish"),
-            asyncio.create_task(self._mark_loop(), name="outbox-mark-sent"),
-        ]
+        self._publisher = asyncio.create_task(self._publish_loop(), name="outbox-publish")
+        self._marker = asyncio.create_task(self._mark_loop(), name="outbox-mark-sent")
         return len(recovered)
 
     async def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything committed so far is published and marked sent; False on timeout."""
+        return await self._wait_for(timeout, self._published_all, self._marked_all)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Publish what is committed, then stop publishing; rows are marked until :meth:`close`."""
+        if self._publisher is None:
+            return
+        if not await self.flush(timeout):
+            log.warning("[outbox] %d event(s) left unsent; they go out at the next start", self.backlog)
+        self._publisher.cancel()
+        await asyncio.gather(self._publisher, return_exceptions=True)
+        self._publisher = None
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Stop, mark what has settled meanwhile (the bus's last handlers), and stop for good."""
+        await self.stop(timeout)
+        if self._marker is None:
+            return
+        await self._wait_for(timeout, self._marked_all)
+        if not self._bus.durable:
+            signals.settled.disconnect(self._on_settled, sender=self._bus)
+        self._marker.cancel()
+        await asyncio.gather(self._marker, return_exceptions=True)
+        self._marker = None
+
+    @staticmethod
+    async def _wait_for(timeout: float, *events: asyncio.Event) -> bool:
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                for event in events:
+                    await event.wait()
         except TimeoutError:
             return False
         return True
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        if not self._tasks:
-            return
-        if not await self.flush(timeout):
-            log.warning("[outbox] %d event(s) left unsent; they go out at the next start", self.backlog)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+    def _on_settled(self, _bus: object, message_id: str) -> None:
+        self._done(message_id)
 
-    def _check_idle(self) -> None:
-        if not self._queue and not self._published:
-            self._idle.set()
+    def _done(self, *message_ids: str) -> None:
+        self._published.extend(message_ids)
+        self._marked_all.clear()
+        self._wake_marker.set()
 
     async def _publish_loop(self) -> None:
         while True:
@@ -214,9 +245,9 @@ class Relay:
                     await asyncio.sleep(self._retry_delay)
                     continue
                 del self._queue[: len(batch)]
-                self._published.extend(message.id for message in batch)
-                self._wake_marker.set()
-            self._check_idle()
+                if self._bus.durable:
+                    self._done(*(message.id for message in batch))
+            self._published_all.set()
 
     async def _mark_loop(self) -> None:
         while True:
@@ -225,7 +256,7 @@ class Relay:
             while self._published:
                 ids, self._published = self._published, []
                 await self._mark_sent(ids)
-            self._check_idle()
+            self._marked_all.set()
 
     async def _mark_sent(self, ids: Sequence[str]) -> None:
         now = utcnow()

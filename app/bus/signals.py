@@ -14,3 +14,6 @@ published = _signals.signal("published")
 delivery_started = _signals.signal("delivery-started")
 #: A delivery ran: ``send(bus, delivery=Delivery, verdict=Verdict)``.
 delivery_finished = _signals.signal("delivery-finished")
+#: Every group of this process has acknowledged or dead-lettered a message, which a bus that
+#: is not durable can now forget: ``send(bus, message_id=str)``.
+settled = _signals.signal("settled")

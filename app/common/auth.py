@@ -66,6 +66,7 @@ class Tokens:
         known = self._verified.get(token)
         if known is not None:
             if now < known[1]:
+                self._verified.move_to_end(token)
                 return known[0]
             del self._verified[token]
         try:

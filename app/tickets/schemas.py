@@ -29,6 +29,9 @@ class TicketInput(msgspec.Struct):
             problems.append(ErrorDetail("price must be greater than 0 and below 1000000", "price"))
         elif self.price != self.price.quantize(CENT):
             problems.append(ErrorDetail("price must have at most two decimals", "price"))
+        else:
+            # One spelling for one amount: 1e2 and 100 are both 100.00 from here on, events included.
+            self.price = self.price.quantize(CENT)
         return problems
 
 

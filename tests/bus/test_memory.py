@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from app.bus import Delivery, DeliveryPolicy, create_bus
+from app.bus import Delivery, DeliveryPolicy, create_bus, signals
 from app.bus.memory import Chaos, MemoryBus
 from app.settings import SettingsError
 from tests.bus.test_contract import message
@@ -77,3 +77,31 @@ def test_bus_url_picks_the_backend_and_its_options() -> None:
 def test_a_bad_bus_url_is_refused_with_the_reason(url: str, complaint: str) -> None:
     with pytest.raises(SettingsError, match=complaint):
         create_bus(url)
+
+
+async def test_a_failing_observer_neither_stops_the_group_nor_loses_the_message() -> None:
+    bus = MemoryBus(DeliveryPolicy(backoff=0.001, backoff_max=0.01))
+    handled: list[int] = []
+
+    async def handler(delivery: Delivery) -> None:
+        handled.append(delivery.attempt)
+
+    broken = [True]
+
+    def observer(_bus: object, **_: object) -> None:
+        if broken[0]:
+            broken[0] = False
+            raise RuntimeError("an observer with a bug")
+
+    signals.delivery_finished.connect(observer, sender=bus)
+    try:
+        await bus.subscribe("ticket:created", "orders-service", handler)
+        await bus.publish([message("ticket:created", "a")])
+        await eventually(lambda: bus.pending == 0)
+        await bus.publish([message("ticket:created", "b")])
+        await eventually(lambda: bus.pending == 0)
+    finally:
+        signals.delivery_finished.disconnect(observer, sender=bus)
+        await bus.close()
+    # The first delivery ran, its observer failed; it came again, and the group went on.
+    assert handled == [1, 2, 1]

@@ -105,7 +105,7 @@ async def test_nothing_is_lost_when_the_server_restarts_mid_stream(
         assert await relay.flush(timeout=30), "every batch published in the end"
         await eventually(lambda: set(handled) == {m.id for m in sent}, timeout=30, what="every message handled")
     finally:
-        await relay.stop()
+        await relay.close()
         await engine.dispose()
 
     async def all_acked() -> bool:

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app import db
-from app.bus import Delivery, Message
+from app.bus import Delivery, DeliveryPolicy, Message, Retry
 from app.bus.memory import MemoryBus
 from app.bus.outbox import OutboxBase, OutboxRecord, Relay, relay_info, stage
 from tests.helpers import eventually
@@ -92,7 +92,7 @@ async def test_committed_event_is_published_and_its_row_marked_sent(engine: Asyn
     assert msgspec.json.decode(received.bodies[0]) == {"id": "hello", "text": "hello"}
     assert received.messages[0].source == "notes"
     await eventually(lambda: relay.backlog == 0)
-    await relay.stop()
+    await relay.close()
     assert await unsent(engine) == 0
     await bus.close()
 
@@ -106,7 +106,7 @@ async def test_rolled_back_change_publishes_nothing(engine: AsyncEngine) -> None
     assert bus.stats.published == 1
     async with engine.connect() as connection:
         assert await connection.scalar(select(func.count()).select_from(OutboxRecord)) == 1
-    await relay.stop()
+    await relay.close()
 
 
 async def test_nothing_is_published_before_the_transaction_commits(engine: AsyncEngine) -> None:
@@ -122,7 +122,7 @@ async def test_nothing_is_published_before_the_transaction_commits(engine: Async
         await session.commit()
     await relay.flush()
     assert bus.stats.published == 1
-    await relay.stop()
+    await relay.close()
 
 
 async def test_events_go_out_in_commit_order(engine: AsyncEngine) -> None:
@@ -135,7 +135,7 @@ async def test_events_go_out_in_commit_order(engine: AsyncEngine) -> None:
         await write(sessions, text)
     await eventually(lambda: len(received.messages) == 40)
     assert [msgspec.json.decode(body)["id"] for body in received.bodies] == texts
-    await relay.stop()
+    await relay.close()
 
 
 async def test_concurrent_writers_lose_no_event(engine: AsyncEngine) -> None:
@@ -147,7 +147,7 @@ async def test_concurrent_writers_lose_no_event(engine: AsyncEngine) -> None:
     await asyncio.gather(*(write(sessions, text) for text in texts))
     await eventually(lambda: len(received.messages) == 50)
     assert sorted(msgspec.json.decode(body)["id"] for body in received.bodies) == sorted(texts)
-    await relay.stop()
+    await relay.close()
     assert await unsent(engine) == 0
 
 
@@ -176,7 +176,7 @@ async def test_publish_failures_are_retried_and_nothing_is_lost(engine: AsyncEng
     await write(sessions, "c")
     await eventually(lambda: len(received.messages) == 3)
     assert [msgspec.json.decode(body)["id"] for body in received.bodies] == ["a", "b", "c"]
-    await relay.stop()
+    await relay.close()
     assert await unsent(engine) == 0
 
 
@@ -222,13 +222,13 @@ async def test_an_event_committed_just_before_a_crash_is_published_at_the_next_s
     relay, _ = await started(engine, bus)
     await eventually(lambda: received.messages, what="the recovered event")
     assert msgspec.json.decode(received.bodies[0])["id"] == "survivor"
-    await relay.stop()
+    await relay.close()
     assert await unsent(engine) == 0
 
     # A further restart has nothing left to send.
     again = MemoryBus()
     relay, _ = await started(engine, again)
-    await relay.stop()
+    await relay.close()
     assert again.stats.published == 0
 
 
@@ -236,6 +236,46 @@ async def test_stop_publishes_what_was_committed_before_it(engine: AsyncEngine) 
     bus = MemoryBus()
     relay, sessions = await started(engine, bus)
     await write(sessions, "last-words")
-    await relay.stop()
+    await relay.close()
     assert bus.stats.published == 1
+    assert await unsent(engine) == 0
+
+
+async def test_an_event_unsettled_when_the_process_stops_is_published_again_at_the_next_start(
+    engine: AsyncEngine,
+) -> None:
+    # The in-memory bus forgets everything when the process stops: its events stay in the outbox
+    # until every group has settled them, not merely until they were handed to the bus.
+    bus = MemoryBus(DeliveryPolicy(max_deliver=1000, backoff=0.005, backoff_max=0.01))
+    attempts: list[int] = []
+
+    async def not_yet(delivery: Delivery) -> None:
+        attempts.append(delivery.attempt)
+        raise Retry("waiting for something that will not come before shutdown")
+
+    await bus.subscribe("note:written", "readers", not_yet)
+    relay, sessions = await started(engine, bus)
+    await write(sessions, "unsettled", "no-one-else")
+    await eventually(lambda: len(attempts) >= 4, what="the event being retried")
+    await relay.stop()
+    await bus.close()
+    await relay.close()
+    assert await unsent(engine) == 2, "published, never settled: still owed"
+
+    again = MemoryBus()
+    received = Received()
+    await again.subscribe("note:written", "readers", received)
+    relay, _ = await started(engine, again)
+    await eventually(lambda: len(received.messages) == 2, what="the events, published again")
+    await eventually(lambda: again.pending == 0)
+    await relay.close()
+    assert await unsent(engine) == 0
+
+
+async def test_an_event_no_group_here_wants_is_marked_sent_at_once(engine: AsyncEngine) -> None:
+    bus = MemoryBus()
+    relay, sessions = await started(engine, bus)
+    await write(sessions, "for-nobody")
+    await eventually(lambda: relay.backlog == 0)
+    await relay.close()
     assert await unsent(engine) == 0

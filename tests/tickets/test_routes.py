@@ -6,7 +6,9 @@ import uuid
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from app.bus.outbox import OutboxRecord
 from tests.conftest import Api
 
 
@@ -238,3 +240,14 @@ async def test_checks_come_in_order_401_400_404_403_then_412(api: Api) -> None:
     assert (await api.http.put(missing, json=good, headers=stranger)).status_code == 404
     assert (await api.http.put(url, json=good, headers={**stranger, "If-Match": '"9"'})).status_code == 403
     assert (await api.http.put(url, json=good, headers={**owner, "If-Match": '"9"'})).status_code == 412
+
+
+async def test_a_price_keeps_one_spelling_whatever_the_client_wrote(api: Api) -> None:
+    body = b'{"title": "concert", "price": 1e2}'
+    response = await api.http.post(
+        "/api/tickets", content=body, headers={**api.auth(), "content-type": "application/json"}
+    )
+    assert (response.status_code, response.json()["price"]) == (201, 100)
+    async with api.runtime.sessionmaker() as session:
+        [payload] = (await session.scalars(select(OutboxRecord.payload))).all()
+    assert b'"price":100.00' in payload
