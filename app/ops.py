@@ -90,7 +90,7 @@ async def bus_counters(state: State) -> BusCounters:
         acked=stats.acked,
         redelivered=stats.redelivered,
         dead_lettered=stats.dead_lettered,
-        pending=runtime.bus.pending + runtime.relay.backlog,
+        pending=await runtime.bus.count_pending() + runtime.relay.backlog,
     )
 
 

@@ -177,6 +177,10 @@ class Bus(ABC):
     def pending(self) -> int:
         """Messages published here that a group of this process has not settled yet."""
 
+    async def count_pending(self) -> int:
+        """``pending``, plus what the broker holds for this process's groups, where it can tell."""
+        return self.pending
+
     async def run_batch(self, handler: Handler, deliveries: Sequence[Delivery]) -> list[Verdict]:
         """Run deliveries that are ready together: as one batch when the handler can, else one by one."""
         if len(deliveries) > 1 and isinstance(handler, BatchHandler):

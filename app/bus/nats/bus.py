@@ -307,6 +307,20 @@ class NatsBus(Bus):
     def pending(self) -> int:
         return len(self._pending)
 
+    async def count_pending(self) -> int:
+        # Messages another process published wait on the server for our groups: count them too.
+        # What is in hand here, or published here, is in both counts; hence the larger of the two.
+        waiting = 0
+        if self._js is not None:
+            try:
+                for group in list(self._groups.values()):
+                    for consumer in (group.durable, group.replay_durable):
+                        info = await self._js.consumer_info(self.stream, consumer)
+                        waiting += (info.num_pending or 0) + (info.num_ack_pending or 0)
+            except Exception as exc:
+                log.debug("[bus] Could not ask NATS what waits for this process: %s", exc)
+        return max(len(self._pending), waiting)
+
     def _require(self) -> JetStreamContext:
         if self._closing:
             raise BusClosedError("the NATS bus is shutting down")

@@ -1,0 +1,49 @@
+"""``/ops/bus`` pending over NATS counts what waits on the server for this process's groups."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from app.bus import Delivery
+from tests.bus.conftest import FAST, NatsHarness
+from tests.bus.test_contract import message, unique
+from tests.helpers import eventually
+from tests.nats_server import NatsServer
+
+pytestmark = pytest.mark.nats
+
+
+@pytest.fixture
+async def harness(nats_server: NatsServer) -> AsyncIterator[NatsHarness]:
+    harness = NatsHarness(FAST, nats_server)
+    yield harness
+    await harness.aclose()
+
+
+async def test_messages_published_elsewhere_count_until_this_process_settles_them(harness: NatsHarness) -> None:
+    subject = unique("elsewhere")
+    release = asyncio.Event()
+    handled: list[bytes] = []
+
+    async def slow(delivery: Delivery) -> None:
+        await release.wait()
+        handled.append(delivery.message.data)
+
+    publisher, consumer = await harness.connect(), await harness.connect()
+    await consumer.subscribe(subject, "g", slow)
+    await publisher.publish([message(subject, str(n)) for n in range(3)])
+
+    # The publisher has no group for it: settled on its side once NATS has it.
+    assert await publisher.count_pending() == 0
+    # The consumer holds one and two wait on the server: all three are its to settle.
+    assert await eventually(consumer.count_pending, what="the consumer to count them") == 3
+    release.set()
+    await eventually(lambda: len(handled) == 3)
+
+    async def settled() -> bool:
+        return await consumer.count_pending() == 0
+
+    await eventually(settled, what="pending back to 0")
