@@ -11,8 +11,8 @@ from app.settings import SettingsError
 T = TypeVar("T")
 
 _POLICY_OPTIONS: dict[str, type] = {"max_deliver": int, "backoff": float, "backoff_max": float}
-_MEMORY_OPTIONS: dict[str, type] = {"chaos": int, "chaos_delay": float, "chaos_duplicates": float}
-_NATS_OPTIONS: dict[str, type] = {"stream": str, "ack_wait": float, "batch": int}
+_MEMORY_OPTIONS: dict[str, type] = {"chaos": int, "chaos_delay": float, "chaos_duplicates": float, "retain": int}
+_NATS_OPTIONS: dict[str, type] = {"stream": str, "ack_wait": float, "batch": int, "max_age": float}
 
 
 def create_bus(url: str) -> Bus:
@@ -22,7 +22,8 @@ def create_bus(url: str) -> Bus:
     dead-lettered), ``backoff`` and ``backoff_max`` (seconds before the first retry, doubling
     up to the maximum). NATS also takes ``stream`` (the JetStream stream, default TICKETING),
     ``ack_wait`` (seconds before an unanswered delivery goes to another member, default 30) and
-    ``batch`` (messages a member pulls at a time, default 128).
+    ``batch`` (messages a member pulls at a time, default 128) and ``max_age`` (seconds of
+    history the stream keeps, default 0: all).
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -31,6 +32,7 @@ def create_bus(url: str) -> Bus:
 
         options = _options(url, parts.query, {**_POLICY_OPTIONS, **_MEMORY_OPTIONS})
         policy = _build(url, DeliveryPolicy, _take(options, _POLICY_OPTIONS))
+        retain = options.pop("retain", 10_000)
         chaos = None
         if "chaos" in options:
             chaos_options = {
@@ -41,7 +43,7 @@ def create_bus(url: str) -> Bus:
             chaos = _build(url, Chaos, chaos_options)
         elif options:
             raise SettingsError(f"bus URL {url!r}: chaos_delay and chaos_duplicates need chaos=SEED")
-        return MemoryBus(policy=policy, chaos=chaos)
+        return _build(url, MemoryBus, {"policy": policy, "chaos": chaos, "retain": retain})
     if scheme == "nats":
         options = _options(url, parts.query, {**_POLICY_OPTIONS, **_NATS_OPTIONS})
         policy = _build(url, DeliveryPolicy, _take(options, _POLICY_OPTIONS))

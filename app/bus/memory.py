@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -68,11 +69,22 @@ class MemoryBus(Bus):
     # Messages live in this process only: the outbox keeps an event until it has settled here.
     durable = False
 
-    def __init__(self, policy: DeliveryPolicy | None = None, chaos: Chaos | None = None, max_batch: int = 64) -> None:
+    def __init__(
+        self,
+        policy: DeliveryPolicy | None = None,
+        chaos: Chaos | None = None,
+        max_batch: int = 64,
+        retain: int = 10_000,
+    ) -> None:
         super().__init__(policy)
+        if retain < 0:
+            raise ValueError("retain must be >= 0")
         self.max_batch = max_batch
         self.chaos = chaos
-        self._streams: dict[str, list[Message]] = {}
+        # The last ``retain`` messages of each subject, for groups that subscribe late; older
+        # ones are forgotten, so that a long-running process does not grow without bound.
+        self._streams: dict[str, deque[Message]] = {}
+        self.retain = retain
         self._groups: dict[tuple[str, str], _Group] = {}
         # blinker does the fan-out from a subject to the groups listening to it.
         self._fanout = Namespace()
@@ -101,7 +113,7 @@ class MemoryBus(Bus):
         if self._closing:
             raise BusClosedError("the in-memory bus is shutting down")
         for message in messages:
-            self._streams.setdefault(message.subject, []).append(message)
+            self._streams.setdefault(message.subject, deque(maxlen=self.retain)).append(message)
             self.stats.published += 1
             signals.published.send(self, message=message)
             self._fanout.signal(message.subject).send(self, message=message)

@@ -55,6 +55,9 @@ def test_bus_url_picks_the_backend_and_its_options() -> None:
     plain = create_bus("memory://")
     assert isinstance(plain, MemoryBus)
     assert plain.chaos is None
+    retaining = create_bus("memory://?retain=5")
+    assert isinstance(retaining, MemoryBus)
+    assert retaining.retain == 5
     chaotic = create_bus("memory://?chaos=9&chaos_delay=0.5&max_deliver=3&backoff=0.2&backoff_max=1")
     assert isinstance(chaotic, MemoryBus)
     assert chaotic.chaos is not None
@@ -72,6 +75,7 @@ def test_bus_url_picks_the_backend_and_its_options() -> None:
         ("memory://?chaos_delay=1", "need chaos=SEED"),
         ("memory://?max_deliver=0", "max_deliver must be at least 1"),
         ("memory://?chaos=1&chaos_duplicates=2", "duplicates <= 1"),
+        ("memory://?retain=-1", "retain must be >= 0"),
     ],
 )
 def test_a_bad_bus_url_is_refused_with_the_reason(url: str, complaint: str) -> None:
@@ -105,3 +109,17 @@ async def test_a_failing_observer_neither_stops_the_group_nor_loses_the_message(
         await bus.close()
     # The first delivery ran, its observer failed; it came again, and the group went on.
     assert handled == [1, 2, 1]
+
+
+async def test_a_late_group_gets_what_is_retained_and_memory_stays_bounded() -> None:
+    bus = MemoryBus(retain=3)
+    await bus.publish([message("ticket:created", str(n)) for n in range(10)])
+    got: list[bytes] = []
+
+    async def handler(delivery: Delivery) -> None:
+        got.append(delivery.message.data)
+
+    await bus.subscribe("ticket:created", "late", handler)
+    await eventually(lambda: bus.pending == 0 and len(got) == 3)
+    await bus.close()
+    assert got == [b"7", b"8", b"9"]

@@ -1,10 +1,11 @@
-"""``/ops/bus`` pending over NATS counts what waits on the server for this process's groups."""
+"""What the NATS bus keeps track of on the server: what waits for this process, and for how long."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
 
+import nats
 import pytest
 
 from app.bus import Delivery
@@ -47,3 +48,22 @@ async def test_messages_published_elsewhere_count_until_this_process_settles_the
         return await consumer.count_pending() == 0
 
     await eventually(settled, what="pending back to 0")
+
+
+async def test_max_age_bounds_the_history_the_stream_keeps(nats_server: NatsServer) -> None:
+    harness = NatsHarness(FAST, nats_server, max_age=3600)
+    try:
+        bus = await harness.connect()
+        await bus.subscribe(unique("aged"), "g", _ignore)
+        connection = await nats.connect(nats_server.url)
+        try:
+            info = await connection.jetstream().stream_info(harness.stream)
+        finally:
+            await connection.close()
+    finally:
+        await harness.aclose()
+    assert info.config.max_age == 3600
+
+
+async def _ignore(delivery: Delivery) -> None:
+    return None

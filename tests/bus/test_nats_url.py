@@ -32,10 +32,12 @@ def test_a_nats_url_picks_the_nats_backend_with_its_defaults() -> None:
 
 def test_a_nats_url_takes_stream_ack_wait_batch_and_delivery_options() -> None:
     bus = create_bus(
-        "nats://nats.internal:4333?stream=ORDERS_1&ack_wait=2.5&batch=16&max_deliver=3&backoff=0.1&backoff_max=1"
+        "nats://nats.internal:4333?stream=ORDERS_1&ack_wait=2.5&batch=16&max_age=86400"
+        "&max_deliver=3&backoff=0.1&backoff_max=1"
     )
     assert isinstance(bus, NatsBus)
     assert (bus.server, bus.stream, bus.ack_wait, bus.batch) == ("nats://nats.internal:4333", "ORDERS_1", 2.5, 16)
+    assert bus.max_age == 86400
     assert bus.policy == DeliveryPolicy(max_deliver=3, backoff=0.1, backoff_max=1)
     assert bus.describe() == "NATS nats://nats.internal:4333 (JetStream, stream ORDERS_1)"
 
@@ -47,6 +49,7 @@ def test_a_nats_url_takes_stream_ack_wait_batch_and_delivery_options() -> None:
         ("nats://localhost:4222?chaos=1", "unknown option 'chaos'"),
         ("nats://localhost:4222?ack_wait=soon", "ack_wait='soon' is not a valid float"),
         ("nats://localhost:4222?ack_wait=0", "ack_wait must be > 0"),
+        ("nats://localhost:4222?max_age=-1", "max_age must be >= 0"),
         ("nats://localhost:4222?batch=0", "batch must be at least 1"),
         ("nats://localhost:4222?batch=many", "batch='many' is not a valid int"),
         ("nats://localhost:4222?stream=a.b", "stream 'a.b'"),

@@ -59,6 +59,7 @@ class NatsBus(Bus):
         stream: str = "TICKETING",
         ack_wait: float = 30.0,
         batch: int = 128,
+        max_age: float = 0.0,
         pull_expires: float = 5.0,
         publish_timeout: float = 5.0,
         connect_timeout: float = 10.0,
@@ -92,6 +93,9 @@ class NatsBus(Bus):
         self.dead_stream = f"{stream}_DEAD"
         self.ack_wait = ack_wait
         self.batch = batch
+        if max_age < 0:
+            raise ValueError("max_age must be >= 0 seconds (0 keeps everything)")
+        self.max_age = max_age
         self.max_batch = max_batch
         self._pulling = PullPolicy(batch, pull_expires, reconnect_wait, max_batch, self.policy.max_deliver)
         self._prefix = stream.lower()
@@ -139,7 +143,8 @@ class NatsBus(Bus):
         self._nc = nc
         self._js = nc.jetstream(timeout=self._publish_timeout)
         try:
-            await ensure_stream(self._js, self.stream, [f"{self._prefix}.events.>", f"{self._prefix}.replay.>"])
+            events = [f"{self._prefix}.events.>", f"{self._prefix}.replay.>"]
+            await ensure_stream(self._js, self.stream, events, self.max_age)
             await ensure_stream(self._js, self.dead_stream, [f"{self._prefix}.dead.>"])
         except BaseException as exc:
             self._nc = self._js = None

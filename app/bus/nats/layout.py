@@ -31,13 +31,15 @@ def check_subject(subject: str) -> str:
     return subject
 
 
-async def ensure_stream(js: JetStreamContext, name: str, subjects: list[str]) -> None:
+async def ensure_stream(js: JetStreamContext, name: str, subjects: list[str], max_age: float = 0.0) -> None:
+    """``max_age`` seconds of history (0: all of it), which is what a group subscribing late can get."""
     config = api.StreamConfig(
         name=name,
         subjects=subjects,
         retention=api.RetentionPolicy.LIMITS,
         storage=api.StorageType.FILE,
-        duplicate_window=120.0,
+        duplicate_window=120.0 if not max_age else min(120.0, max_age),
+        max_age=max_age or None,
     )
     try:
         # Idempotent: several processes start at once, and a restart finds the stream there.
