@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 from collections.abc import AsyncIterator
@@ -39,6 +40,7 @@ class Runtime:
         self.settings = settings
         self.modules = modules
         self.listening_on = listening_on
+        self.workers: list[asyncio.Task[None]] = []
         # Built now so that a bad URL fails at start-up, but nothing connects until start().
         self.bus: Bus = create_bus(settings.bus.url)
         self.engine: AsyncEngine = db.create_engine(settings.database.url)
@@ -71,11 +73,21 @@ class Runtime:
                 handler = listener.bind(module.name, self.sessionmaker)
                 await self.bus.subscribe(listener.subject, listener.group, handler)
         await self.relay.start()
+        self.workers = [
+            asyncio.create_task(
+                worker(self.sessionmaker), name=f"{module.name}:{getattr(worker, '__name__', 'worker')}"
+            )
+            for module in self.modules
+            for worker in module.workers
+        ]
         if self.listening_on is not None:
             for module in self.modules:
                 log.info("[%s] Listening on port %d", module.name, self.listening_on)
 
     async def stop(self) -> None:
+        for worker in self.workers:
+            worker.cancel()
+        await asyncio.gather(*self.workers, return_exceptions=True)
         # Publish what is committed while the bus is still up, then let listeners finish.
         await self.relay.stop()
         await self.bus.close()

@@ -1,9 +1,9 @@
-"""What a module hands to the app: its tables, its routes and its listeners."""
+"""What a module hands to the app: its tables, its routes, its listeners and its background work."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -85,9 +85,15 @@ class BoundListener(Generic[E]):
         return outcomes
 
 
+#: Work a module does on its own for as long as the app runs (expiring orders, say): started
+#: after the listeners, cancelled first at shutdown. It must survive its own failures.
+Worker = Callable[[async_sessionmaker[AsyncSession]], Coroutine[Any, Any, None]]
+
+
 @dataclass(frozen=True)
 class Module:
     name: str
     metadata: MetaData
     routes: Sequence[ControllerRouterHandler]
     listeners: Sequence[Listener[Any]] = ()
+    workers: Sequence[Worker] = ()

@@ -56,5 +56,7 @@ class Order(Base):
             postgresql_where=status != OrderStatus.CANCELLED.value,
         ),
         Index("ix_orders_order_user", "user_id", "created_at"),
+        # The expiry worker looks for the next order due.
+        Index("ix_orders_order_expiry", "expires_at"),
     )
     __mapper_args__ = {"version_id_col": version, "version_id_generator": _next_version}

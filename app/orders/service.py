@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -92,6 +92,39 @@ async def cancel_order(session: AsyncSession, user_id: str, order_id: str) -> Or
     stage_order_cancelled(session, order)
     await session.commit()
     return order
+
+
+# An order in these states still holds its ticket, and so can expire.
+EXPIRABLE = (OrderStatus.CREATED, OrderStatus.AWAITING_PAYMENT)
+
+
+async def next_expiry(session: AsyncSession) -> datetime | None:
+    """When the next live order expires, if any does."""
+    query = select(func.min(Order.expires_at)).where(Order.status.in_(EXPIRABLE))
+    earliest: datetime | None = await session.scalar(query)
+    return earliest if earliest is None or earliest.tzinfo else earliest.replace(tzinfo=UTC)
+
+
+async def expire_order(session: AsyncSession, order_id: str, now: datetime) -> bool:
+    """Cancel one order whose time is up, as its owner's cancellation would; False if it no longer need be."""
+    order = await session.get(Order, order_id)
+    if order is None or order.status not in EXPIRABLE or order.expires_at > now:
+        return False
+    order.status = OrderStatus.CANCELLED
+    try:
+        await session.flush()
+    except StaleDataError:
+        # Cancelled (or paid) by someone else meanwhile: their change stands.
+        await session.rollback()
+        return False
+    stage_order_cancelled(session, order)
+    await session.commit()
+    return True
+
+
+async def expired_orders(session: AsyncSession, now: datetime, limit: int = 100) -> list[str]:
+    query = select(Order.id).where(Order.status.in_(EXPIRABLE), Order.expires_at <= now).order_by(Order.expires_at)
+    return list((await session.scalars(query.limit(limit))).all())
 
 
 async def copy_ticket(session: AsyncSession, ticket_id: str, title: str, price: Decimal, version: int) -> Outcome:
