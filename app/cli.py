@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -63,12 +64,14 @@ def run(host: str, port: int, log_level: str, access_log: bool) -> int:
     import uvicorn
 
     from app.live.server import Server, StartupFailed
-    from app.main import create_app
+    from app.main import StartupError, create_app, preflight
 
     configure_logging(log_level)
     try:
-        app = create_app(Settings.from_env(), listening_on=port)
-    except SettingsError as exc:
+        settings = Settings.from_env()
+        app = create_app(settings, listening_on=port)
+        asyncio.run(preflight(settings))
+    except (SettingsError, StartupError) as exc:
         logging.getLogger("ticketing").error("%s", exc)
         return 2
     # uvicorn.run() with a server that also ends the live view's streams at shutdown.

@@ -12,6 +12,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import db, live, ops
@@ -94,6 +95,39 @@ class Runtime:
         # Handlers that finished while the bus closed settled their events: record it.
         await self.relay.close()
         await self.engine.dispose()
+
+
+class StartupError(RuntimeError):
+    """The app cannot start, for a reason one sentence can tell."""
+
+
+async def preflight(settings: Settings) -> None:
+    """Fail fast, with one clear sentence, when the database or the bus cannot be reached.
+
+    Run before serving: an app that fails in its lifespan is reported by the ASGI server with
+    tracebacks, which bury the one line that matters.
+    """
+    engine = db.create_engine(settings.database.url)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise StartupError(f"cannot reach the database {db.describe(engine)}: {_reason(exc)}") from exc
+    finally:
+        await engine.dispose()
+    bus = create_bus(settings.bus.url)
+    try:
+        await bus.connect()
+    except Exception as exc:
+        raise StartupError(f"cannot reach the bus, {bus.describe()}: {_reason(exc)}") from exc
+    finally:
+        await bus.close()
+
+
+def _reason(exc: BaseException) -> str:
+    # The driver's own words, without SQLAlchemy's wrapping and links.
+    original = getattr(exc, "orig", None) or exc
+    return str(original).splitlines()[0] if str(original) else type(original).__name__
 
 
 async def provide_session(state: State) -> AsyncIterator[AsyncSession]:

@@ -68,3 +68,21 @@ async def test_run_rejects_a_bad_port() -> None:
     _, errors = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 2
     assert b"99999 is not a TCP port" in errors
+
+
+async def test_run_says_in_one_line_when_the_database_cannot_be_reached(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "app",
+        "run",
+        cwd=tmp_path,
+        env={"TICKETING_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db", "PATH": "/usr/bin:/bin"},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2
+    assert b"ERROR: cannot reach the database SQLite" in output
+    assert b"unable to open database file" in output
+    assert b"Traceback" not in output
