@@ -3,6 +3,10 @@
 ``floor_app(url)`` builds it in this process; ``create()`` is the factory uvicorn runs
 (``python -m uvicorn floor:create --factory --app-dir benchmarks``), reading the database URL
 from ``FLOOR_DATABASE_URL``.
+
+Its engine is, by default, configured exactly as the app's (``app.db.create_engine``: SQLite in
+WAL mode with ``synchronous=NORMAL``), the strict comparison. ``engine="plain"``
+(``FLOOR_ENGINE=plain``) uses SQLAlchemy's defaults instead, as a floor written from scratch would.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 from litestar import Litestar, post
 from sqlalchemy import MetaData, String
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app import db
@@ -62,16 +66,24 @@ async def _create_tables(engine: AsyncEngine) -> None:
         await connection.run_sync(FloorBase.metadata.create_all)
 
 
-async def floor_app(url: str) -> tuple[Litestar, Callable[[], Awaitable[None]]]:
+def _engine(url: str, kind: str) -> AsyncEngine:
+    if kind == "plain":
+        return create_async_engine(url)
+    if kind != "same":
+        raise ValueError(f"floor engine {kind!r}: choose 'same' or 'plain'")
+    return db.create_engine(url)
+
+
+async def floor_app(url: str, kind: str = "same") -> tuple[Litestar, Callable[[], Awaitable[None]]]:
     """The floor in this process, its tables made; and what disposes of its engine."""
-    engine = db.create_engine(url)
+    engine = _engine(url, kind)
     await _create_tables(engine)
     return _build(engine), engine.dispose
 
 
 def create() -> Litestar:
     """The floor as uvicorn serves it: tables made at start-up, engine disposed at shutdown."""
-    engine = db.create_engine(os.environ["FLOOR_DATABASE_URL"])
+    engine = _engine(os.environ["FLOOR_DATABASE_URL"], os.environ.get("FLOOR_ENGINE", "same"))
 
     async def start() -> None:
         await _create_tables(engine)

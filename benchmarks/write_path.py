@@ -67,7 +67,7 @@ async def settled(runtime: Runtime, interval: float) -> None:
 
 async def one_round(args: argparse.Namespace, directory: Path, number: int) -> dict[str, float]:
     # The floor.
-    floor, dispose = await floor_app(database(args.database, directory, f"floor{number}"))
+    floor, dispose = await floor_app(database(args.database, directory, f"floor{number}"), args.floor_engine)
     floor_seconds = await drive(floor, "/rows", args.requests, args.concurrency, {})
     await dispose()
 
@@ -146,6 +146,12 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--database", default="sqlite", help="'sqlite' (a fresh file per app) or a database URL")
     parser.add_argument("--bus", default="memory://")
+    parser.add_argument(
+        "--floor-engine",
+        choices=["same", "plain"],
+        default="same",
+        help="the floor's engine: configured as the app's (default), or SQLAlchemy's plain defaults",
+    )
     args = parser.parse_args()
     logging.disable(logging.INFO)  # per-event log lines would measure the terminal, not the app
 
@@ -169,7 +175,7 @@ async def main() -> None:
     settled = statistics.median(r["settled"] / r["floor"] for r in rounds)
     print(
         f"\nmedian of {args.rounds} rounds, {args.requests} creates at concurrency {args.concurrency} "
-        f"on {args.database}, bus {args.bus}:\n"
+        f"on {args.database}, bus {args.bus}, floor engine {args.floor_engine}:\n"
         f"  floor (one insert per request) {median('floor'):7.0f} creates/s\n"
         f"  ours over HTTP                 {median('ours'):7.0f} creates/s   ratio to floor {ratios:.2f}\n"
         f"  ours with replicas written     {median('settled'):7.0f} creates/s   ratio to floor {settled:.2f}\n"

@@ -101,7 +101,10 @@ def database(choice: str, directory: Path, name: str) -> str:
 
 async def one_round(args: argparse.Namespace, directory: Path, number: int) -> dict[str, float]:
     port = free_port()
-    floor_env = {"FLOOR_DATABASE_URL": database(args.database, directory, f"floor{number}")}
+    floor_env = {
+        "FLOOR_DATABASE_URL": database(args.database, directory, f"floor{number}"),
+        "FLOOR_ENGINE": args.floor_engine,
+    }
     uvicorn = [sys.executable, "-m", "uvicorn", "floor:create", "--factory", "--app-dir", str(BENCHMARKS)]
     floor_command = [*uvicorn, "--port", str(port), "--log-level", "warning", "--no-access-log"]
     async with server(floor_command, floor_env, port) as url:
@@ -137,6 +140,12 @@ async def main() -> None:
     parser.add_argument("--database", default="sqlite", help="'sqlite' (a fresh file per server) or a database URL")
     parser.add_argument("--bus", default="memory://")
     parser.add_argument(
+        "--floor-engine",
+        choices=["same", "plain"],
+        default="same",
+        help="the floor's engine: configured as the app's (default), or SQLAlchemy's plain defaults",
+    )
+    parser.add_argument(
         "--log-level", default="WARNING", help="ours' log level; INFO adds the seed's two lines per event"
     )
     args = parser.parse_args()
@@ -157,7 +166,7 @@ async def main() -> None:
 
     print(
         f"\nmedian of {args.rounds} rounds, {args.requests} creates at concurrency {args.concurrency} over HTTP, "
-        f"on {args.database}, bus {args.bus}, log level {args.log_level}:\n"
+        f"on {args.database}, bus {args.bus}, log level {args.log_level}, floor engine {args.floor_engine}:\n"
         f"  floor (one insert per request)  {median('floor'):6.0f} creates/s\n"
         f"  ours, answered                  {median('ours'):6.0f} creates/s   "
         f"ratio to floor {statistics.median(r['ours'] / r['floor'] for r in rounds):.2f}\n"
