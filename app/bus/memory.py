@@ -1,7 +1,7 @@
 """The in-process bus: the default backend, and with ``chaos`` a way to see the concurrency problem.
 
-Every subject keeps its messages for the life of the process, so a group that subscribes late
-still gets them all. Each group has one queue; each member of the group is one worker taking
+Every subject keeps its last ``retain`` messages (10,000 by default), so a group that subscribes
+late still gets them. Each group has one queue; each member of the group is one worker taking
 from it, which gives "exactly one member handles each message". Failed deliveries come back
 through a timer, so a message waiting for its turn never blocks the ones behind it.
 """
@@ -107,7 +107,11 @@ class MemoryBus(Bus):
             for worker in group.idle:
                 worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        # The groups go, and with them what they still owed: their receivers must go too, or a
+        # bus connected again would queue new messages for them where no worker takes any.
         self._groups.clear()
+        self._fanout = Namespace()
+        self._outstanding.clear()
 
     async def publish(self, messages: Sequence[Message]) -> None:
         if self._closing:
