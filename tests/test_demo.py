@@ -86,6 +86,19 @@ def test_demo_runs_the_same_story_over_the_bus_it_is_given() -> None:
     assert in_order(out, SEED_LINES), out
 
 
+def test_demo_counts_every_delivery_only_once_the_bus_has_settled() -> None:
+    # Every message twice, copies up to 0.3 s apart: the second copy of the version applied last
+    # is still on its way when the copy is complete. Claims about duplicates must wait for it.
+    chaos = "memory://?chaos=5&chaos_duplicates=1&chaos_delay=0.3&backoff=0.005&backoff_max=0.1&max_deliver=80"
+    code, out = demo(DemoOptions(bus=chaos, color=False))
+    assert code == 0, out
+    versions = re.search(r"✔ each of versions (\d+) to (\d+) was applied exactly once", out)
+    assert versions, out
+    first, last = int(versions[1]), int(versions[2])
+    # One applied copy and one duplicate for each edit, not fewer.
+    assert f"{last - first + 1} duplicate deliveries acknowledged" in out, out
+
+
 def test_demo_refuses_a_bus_it_cannot_use_with_exit_2() -> None:
     code, out = demo(DemoOptions(bus="carrier-pigeon://roof", color=False))
     assert code == 2

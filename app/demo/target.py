@@ -112,6 +112,17 @@ class Target:
         """Whether the bus is this process's alone (in memory), so its dead letters are ours."""
         return isinstance(self.bus, MemoryBus)
 
+    async def settle(self, timeout: float = 30.0) -> bool:
+        """Wait until the app's bus has nothing in flight (``pending`` 0); False if ``/ops/bus`` is closed to us."""
+
+        async def idle() -> bool | None:
+            response = await self.http.get("/ops/bus")
+            if response.status_code != 200:
+                return False
+            return True if response.json()["pending"] == 0 else None
+
+        return await until(idle, timeout=timeout, what="the app's bus to settle (pending 0 in /ops/bus)")
+
     async def chaotic(self) -> bool:
         if self.bus is not None:
             return isinstance(self.bus, MemoryBus) and self.bus.chaos is not None
