@@ -6,10 +6,11 @@ import asyncio
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import msgspec
 import pytest
-from sqlalchemy import MetaData, String, func, select
+from sqlalchemy import MetaData, String, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -17,6 +18,7 @@ from app import db
 from app.bus import Delivery, DeliveryPolicy, Message, Retry
 from app.bus.memory import MemoryBus
 from app.bus.outbox import OutboxBase, OutboxRecord, Relay, relay_info, stage
+from tests.bus.test_contract import message
 from tests.helpers import eventually
 
 
@@ -279,3 +281,34 @@ async def test_an_event_no_group_here_wants_is_marked_sent_at_once(engine: Async
     await eventually(lambda: relay.backlog == 0)
     await relay.close()
     assert await unsent(engine) == 0
+
+
+class DurableBus(MemoryBus):
+    """A real in-memory bus that says it is durable, as NATS is: rows are done once it has the event."""
+
+    durable = True
+
+
+async def test_stop_waits_for_publishing_only_and_does_not_call_marked_rows_unsent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Marking rows sent goes on until close(); stop() is about publishing. A slow database at
+    # shutdown must neither hold stop() up nor make it warn that published events are unsent.
+    engine = db.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}")
+    async with engine.begin() as connection:
+        await connection.run_sync(OutboxBase.metadata.create_all)
+        await connection.run_sync(Base.metadata.create_all)
+    bus = DurableBus()
+    relay, sessions = await started(engine, bus)
+    await write(sessions, "published")
+    assert await relay.flush()
+    async with engine.connect() as locker:
+        # An open write transaction: the relay's UPDATE waits for it (SQLite allows one writer).
+        await locker.execute(insert(Note).values(id="lock", text="lock"))
+        relay.enqueue([message("note:written", "late")])
+        await relay.stop(timeout=0.3)
+        await locker.rollback()
+    await relay.close()
+    await engine.dispose()
+    assert bus.stats.published == 2
+    assert "left unsent" not in caplog.text, caplog.text
