@@ -80,7 +80,10 @@ def test_demo_exits_1_when_what_it_shows_did_not_happen(monkeypatch: pytest.Monk
 
 
 def test_demo_runs_the_same_story_over_the_bus_it_is_given() -> None:
-    code, out = demo(DemoOptions(bus="memory://?chaos=5&backoff=0.005&backoff_max=0.1", color=False))
+    # Delays up to 50 ms, as the demo gives its own bus: with the 20 ms default, edits slower
+    # than about 12 ms each (a loaded machine) would arrive in order, and "refused" not happen.
+    chaotic = "memory://?chaos=5&chaos_delay=0.05&backoff=0.005&backoff_max=0.1"
+    code, out = demo(DemoOptions(bus=chaotic, color=False))
     assert code == 0, out
     assert "in-memory bus (chaos seed 5)" in out
     assert in_order(out, SEED_LINES), out
@@ -122,7 +125,7 @@ def test_colour_follows_no_color_and_the_flag(monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.mark.slow
 async def test_demo_drives_a_running_app_and_the_app_logs_the_seed_lines(tmp_path: Path) -> None:
-    chaotic = "memory://?chaos=11&backoff=0.005&backoff_max=0.1"
+    chaotic = "memory://?chaos=11&chaos_delay=0.05&backoff=0.005&backoff_max=0.1"
     running = await AppProcess({"TICKETING_JWT_SECRET": SECRET, "TICKETING_BUS_URL": chaotic}, cwd=tmp_path).start()
     try:
         process = await asyncio.create_subprocess_exec(
