@@ -52,7 +52,12 @@ class Runtime:
 
     @asynccontextmanager
     async def lifespan(self, _: Litestar) -> AsyncIterator[None]:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            # Undo whatever part of the start went through (a bus connection, its tasks).
+            await self.stop()
+            raise
         try:
             yield
         finally:
@@ -89,10 +94,12 @@ class Runtime:
         for worker in self.workers:
             worker.cancel()
         await asyncio.gather(*self.workers, return_exceptions=True)
-        # Publish what is committed while the bus is still up, then let listeners finish.
+        # Take no more messages and let the handlers in flight finish; then publish everything
+        # committed, theirs included, while the bus can still publish; then close.
+        await self.bus.stop_consuming()
         await self.relay.stop()
         await self.bus.close()
-        # Handlers that finished while the bus closed settled their events: record it.
+        # Record what the last handlers settled.
         await self.relay.close()
         await self.engine.dispose()
 

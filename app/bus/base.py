@@ -145,8 +145,12 @@ class Bus(ABC):
         """Open connections and make sure streams exist."""
 
     @abstractmethod
+    async def stop_consuming(self) -> None:
+        """Stop taking messages and let the handlers in flight finish; publishing still works."""
+
+    @abstractmethod
     async def close(self) -> None:
-        """Stop taking messages, let handlers in flight finish, hand back the rest, then close."""
+        """Stop consuming (if not done yet), hand back what was not handled, then close."""
 
     @abstractmethod
     async def publish(self, messages: Sequence[Message]) -> None:
@@ -236,17 +240,31 @@ class Bus(ABC):
             self.stats.acked += 1
             verdict = Verdict(ack=True, outcome=outcome or Outcome.APPLIED)
         if verdict.dead:
-            self.stats.dead_lettered += 1
-            log.error(
-                "[bus] Dead-lettered %s / %s after %d attempts: %s (event %s)",
-                delivery.message.subject,
-                delivery.group,
-                delivery.attempt,
-                verdict.error,
-                delivery.message.id,
-            )
+            self._count_dead(delivery, verdict)
         signals.delivery_finished.send(self, delivery=delivery, verdict=verdict)
         return verdict
+
+    def failed_around_handler(self, delivery: Delivery, error: str) -> Verdict:
+        """The verdict for a delivery the bus itself failed to see through (an observer raised, say).
+
+        Retried like a failed handler, and dead-lettered past ``max_deliver`` like one too, so
+        that a lasting fault cannot keep a message cycling for ever.
+        """
+        verdict = self._failed(delivery, error, expected=False)
+        if verdict.dead:
+            self._count_dead(delivery, verdict)
+        return verdict
+
+    def _count_dead(self, delivery: Delivery, verdict: Verdict) -> None:
+        self.stats.dead_lettered += 1
+        log.error(
+            "[bus] Dead-lettered %s / %s after %d attempts: %s (event %s)",
+            delivery.message.subject,
+            delivery.group,
+            delivery.attempt,
+            verdict.error,
+            delivery.message.id,
+        )
 
     def _failed(self, delivery: Delivery, error: str, *, expected: bool) -> Verdict:
         if delivery.attempt >= self.policy.max_deliver:

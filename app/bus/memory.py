@@ -92,21 +92,26 @@ class MemoryBus(Bus):
         self._timers: set[asyncio.TimerHandle] = set()
         self._dead: dict[str, DeadLetter] = {}
         self._closing = False
+        self._consuming_stopped = False
 
     async def connect(self) -> None:
-        self._closing = False
+        self._closing = self._consuming_stopped = False
 
-    async def close(self) -> None:
-        self._closing = True
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
+    async def stop_consuming(self) -> None:
+        self._consuming_stopped = True
         workers = [worker for group in self._groups.values() for worker in group.workers]
         for group in self._groups.values():
             # Idle workers are waiting on the queue: nothing to finish, stop them now.
             for worker in group.idle:
                 worker.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+
+    async def close(self) -> None:
+        await self.stop_consuming()
+        self._closing = True
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
         # The groups go, and with them what they still owed: their receivers must go too, or a
         # bus connected again would queue new messages for them where no worker takes any.
         self._groups.clear()
@@ -200,7 +205,7 @@ class MemoryBus(Bus):
         me = asyncio.current_task()
         assert me is not None
         batching = isinstance(handler, BatchHandler)
-        while not self._closing:
+        while not self._consuming_stopped:
             state.idle.add(me)
             try:
                 ready = [await state.queue.get()]
@@ -219,7 +224,7 @@ class MemoryBus(Bus):
                 # Not the handler (its failures are verdicts) but the machinery around it, an
                 # observer say: keep the worker alive, and the messages, which come again.
                 log.exception("[bus] Delivering %d message(s) to %s / %s failed", len(ready), state.subject, state.name)
-                verdicts = [Verdict(ack=False, retry_in=self.policy.delay(d.attempt), error="bus error") for d in ready]
+                verdicts = [self.failed_around_handler(d, "the bus failed around the handler") for d in ready]
             for delivery, verdict in zip(ready, verdicts, strict=True):
                 self._conclude(state, delivery, verdict)
 

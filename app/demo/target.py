@@ -206,7 +206,10 @@ async def remote(url: str, ops_token: str | None) -> AsyncIterator[Target]:
         hello = asyncio.Event()
         reader = asyncio.create_task(_read_stream(http, observer, hello), name="demo-events")
         try:
-            await asyncio.wait_for(_first(hello, reader), 10)
+            try:
+                await asyncio.wait_for(_first(hello, reader), 10)
+            except TimeoutError:
+                raise SetupError(f"{url}/demo/events said nothing within 10 s; is it the ticketing app?") from None
             yield Target(url=url, http=http, observer=observer, description=f"{url}, {info.get('bus')}")
         finally:
             reader.cancel()

@@ -322,3 +322,33 @@ async def test_a_handler_that_takes_batches_gets_what_is_ready_together_and_in_o
     assert max(handler.batches) <= 64
     # The failed batch was handed over one by one: not a redelivery, and acked once each.
     assert (bus.stats.acked, bus.stats.redelivered, bus.stats.delivered) == (150, 0, 150)
+
+
+async def test_stop_consuming_finishes_the_handler_in_flight_and_still_publishes(bus: Bus) -> None:
+    subject, answers = unique("draining"), unique("answers")
+    started = asyncio.Event()
+    release = asyncio.Event()
+    finished: list[bytes] = []
+
+    async def handler(delivery: Delivery) -> None:
+        started.set()
+        await release.wait()
+        finished.append(delivery.message.data)
+
+    await bus.subscribe(subject, "g", handler)
+    await bus.publish([message(subject, "in-flight"), message(subject, "queued")])
+    await asyncio.wait_for(started.wait(), 10)
+
+    stopping = asyncio.create_task(bus.stop_consuming())
+    await asyncio.sleep(0)  # let stop_consuming() begin before the handler is released
+    assert not stopping.done(), "stop_consuming() waits for the handler in flight"
+    release.set()
+    await asyncio.wait_for(stopping, 10)
+    assert finished == [b"in-flight"], "the queued message is not taken any more"
+
+    # What the last handlers committed can still go out: publishing works until close().
+    published = bus.stats.published
+    await bus.publish([message(answers, "published while draining")])
+    assert bus.stats.published == published + 1
+    await bus.close()
+    assert finished == [b"in-flight"]

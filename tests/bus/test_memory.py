@@ -153,3 +153,24 @@ async def test_a_bus_closed_and_connected_again_settles_what_its_new_group_handl
         await bus.close()
     # The unsettled one comes again from the bus's history, to the group that is there now.
     assert sorted(got) == [b"after", b"before"]
+
+
+async def test_a_lasting_observer_fault_dead_letters_the_message_instead_of_cycling_for_ever() -> None:
+    bus = MemoryBus(DeliveryPolicy(max_deliver=3, backoff=0.001, backoff_max=0.002))
+
+    async def handler(delivery: Delivery) -> None:
+        return None
+
+    def broken(_bus: object, **_: object) -> None:
+        raise RuntimeError("an observer that always fails")
+
+    signals.delivery_finished.connect(broken, sender=bus)
+    try:
+        await bus.subscribe("ticket:created", "orders-service", handler)
+        await bus.publish([message("ticket:created", "a")])
+        await eventually(lambda: bus.pending == 0)
+        [dead] = await bus.dead_letters()
+    finally:
+        signals.delivery_finished.disconnect(broken, sender=bus)
+        await bus.close()
+    assert (dead.attempts, bus.stats.dead_lettered) == (3, 1)

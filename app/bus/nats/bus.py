@@ -111,6 +111,9 @@ class NatsBus(Bus):
         self._keeper: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = asyncio.Event()
+        # Consuming stops before closing, so that what handlers commit meanwhile can still go out.
+        self._consuming_stopped = False
+        self._consumers_done = asyncio.Event()
 
     # -- the Bus interface -------------------------------------------------------------------
 
@@ -119,6 +122,8 @@ class NatsBus(Bus):
             return
         self._closing = False
         self._closed = asyncio.Event()
+        self._consuming_stopped = False
+        self._consumers_done = asyncio.Event()
         self._last_error = ""
         nc = Client()
         options: dict[str, Any] = {
@@ -156,11 +161,11 @@ class NatsBus(Bus):
             raise
         self._keeper = asyncio.create_task(self._keep(), name=f"bus:nats-keeper/{self.stream}")
 
-    async def close(self) -> None:
-        if self._closing:
-            await self._closed.wait()
+    async def stop_consuming(self) -> None:
+        if self._consuming_stopped:
+            await self._consumers_done.wait()
             return
-        self._closing = True
+        self._consuming_stopped = True
         members = [member for group in self._groups.values() for member in group.members]
         nc = self._nc
         # Stop taking messages first; draining hands what the server already sent to the buffers.
@@ -170,6 +175,15 @@ class NatsBus(Bus):
             member.wake.set()
         # Each member finishes (and acks) the message in hand, then hands its buffer back.
         await asyncio.gather(*(member.task for member in members if member.task), return_exceptions=True)
+        self._consumers_done.set()
+
+    async def close(self) -> None:
+        if self._closing:
+            await self._closed.wait()
+            return
+        await self.stop_consuming()
+        self._closing = True
+        nc = self._nc
         if self._keeper is not None:
             self._keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -337,9 +351,9 @@ class NatsBus(Bus):
 
     async def _work(self, member: Member) -> None:
         loop = asyncio.get_running_loop()
-        while not self._closing:
+        while not self._consuming_stopped:
             try:
-                wake_at = await member.top_up(self._nc, loop.time(), closing=self._closing)
+                wake_at = await member.top_up(self._nc, loop.time(), closing=self._consuming_stopped)
                 if not member.buffer:
                     member.wake.clear()
                     with contextlib.suppress(TimeoutError):
