@@ -30,6 +30,7 @@ from typing import Any
 
 import httpx
 from floor import floor_app
+from load import database, post_many
 
 from app.bus import Delivery, Verdict, signals
 from app.bus.base import utcnow
@@ -39,24 +40,10 @@ from app.settings import AuthSettings, BusSettings, DatabaseSettings, Settings
 
 
 async def drive(app: Any, path: str, requests: int, concurrency: int, headers: dict[str, str]) -> float:
-    """Send ``requests`` POSTs, ``concurrency`` at a time; returns the seconds it took."""
+    """Send ``requests`` POSTs to the app in this process, ``concurrency`` at a time; returns the seconds."""
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
-        left = iter(range(requests))
-
-        async def worker() -> None:
-            for n in left:
-                response = await client.post(path, json={"title": f"ticket {n}", "price": 10 + n % 90}, headers=headers)
-                if response.status_code != 201:
-                    raise RuntimeError(f"{path} answered {response.status_code}: {response.text}")
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - started
-
-
-def database(choice: str, directory: Path, name: str) -> str:
-    return f"sqlite+aiosqlite:///{directory / name}.db" if choice == "sqlite" else choice
+        return await post_many(client, path, requests, concurrency, headers)
 
 
 async def settled(runtime: Runtime, interval: float) -> None:

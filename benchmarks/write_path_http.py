@@ -30,6 +30,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+from load import database, post_many
 
 from app.common.auth import CurrentUser, Tokens
 
@@ -72,20 +73,10 @@ async def server(command: list[str], env: dict[str, str], port: int) -> AsyncIte
 
 
 async def load(url: str, path: str, requests: int, concurrency: int, headers: dict[str, str]) -> float:
-    """Seconds to get ``requests`` POSTs answered 201, ``concurrency`` at a time."""
+    """Seconds to get ``requests`` POSTs to ``url`` answered 201, ``concurrency`` at a time."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=url, limits=limits) as client:
-        left = iter(range(requests))
-
-        async def worker() -> None:
-            for n in left:
-                response = await client.post(path, json={"title": f"ticket {n}", "price": 10 + n % 90}, headers=headers)
-                if response.status_code != 201:
-                    raise RuntimeError(f"{path} answered {response.status_code}: {response.text}")
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        return time.perf_counter() - started
+        return await post_many(client, path, requests, concurrency, headers)
 
 
 async def settled(url: str) -> None:
@@ -93,10 +84,6 @@ async def settled(url: str) -> None:
         # Polled at 1 ms: what is measured takes hundreds of times longer.
         while (await client.get("/ops/bus")).json()["pending"]:  # noqa: ASYNC110
             await asyncio.sleep(0.001)
-
-
-def database(choice: str, directory: Path, name: str) -> str:
-    return f"sqlite+aiosqlite:///{directory / name}.db" if choice == "sqlite" else choice
 
 
 async def one_round(args: argparse.Namespace, directory: Path, number: int) -> dict[str, float]:

@@ -265,28 +265,38 @@ async def test_pending_counts_messages_until_every_group_settles_them(bus: Bus) 
     await eventually(lambda: bus.pending == 0)
 
 
+class Blocking:
+    """A handler that holds its first message until released: one delivery stays in flight."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.finished: list[bytes] = []
+
+    async def __call__(self, delivery: Delivery) -> None:
+        self.started.set()
+        await self.release.wait()
+        self.finished.append(delivery.message.data)
+
+    async def in_flight(self, bus: Bus, subject: str) -> None:
+        """Subscribe, publish two messages, and return once the first is being handled."""
+        await bus.subscribe(subject, "g", self)
+        await bus.publish([message(subject, "in-flight"), message(subject, "queued")])
+        await asyncio.wait_for(self.started.wait(), 10)
+
+
 async def test_close_lets_the_handler_in_flight_finish_and_takes_no_new_messages(bus: Bus) -> None:
     subject = unique("shutdown")
-    started = asyncio.Event()
-    release = asyncio.Event()
-    finished: list[bytes] = []
-
-    async def handler(delivery: Delivery) -> None:
-        started.set()
-        await release.wait()
-        finished.append(delivery.message.data)
-
-    await bus.subscribe(subject, "g", handler)
-    await bus.publish([message(subject, "in-flight"), message(subject, "queued")])
-    await asyncio.wait_for(started.wait(), 10)
+    handler = Blocking()
+    await handler.in_flight(bus, subject)
 
     closing = asyncio.create_task(bus.close())
     await asyncio.sleep(0)  # let close() begin before the handler is released
     assert not closing.done(), "close() must wait for the handler in flight"
-    release.set()
+    handler.release.set()
     await asyncio.wait_for(closing, 10)
 
-    assert finished == [b"in-flight"]
+    assert handler.finished == [b"in-flight"]
     assert bus.stats.acked == 1
     with pytest.raises(BusClosedError):
         await bus.publish([message(subject, "too late")])
@@ -326,29 +336,19 @@ async def test_a_handler_that_takes_batches_gets_what_is_ready_together_and_in_o
 
 async def test_stop_consuming_finishes_the_handler_in_flight_and_still_publishes(bus: Bus) -> None:
     subject, answers = unique("draining"), unique("answers")
-    started = asyncio.Event()
-    release = asyncio.Event()
-    finished: list[bytes] = []
-
-    async def handler(delivery: Delivery) -> None:
-        started.set()
-        await release.wait()
-        finished.append(delivery.message.data)
-
-    await bus.subscribe(subject, "g", handler)
-    await bus.publish([message(subject, "in-flight"), message(subject, "queued")])
-    await asyncio.wait_for(started.wait(), 10)
+    handler = Blocking()
+    await handler.in_flight(bus, subject)
 
     stopping = asyncio.create_task(bus.stop_consuming())
     await asyncio.sleep(0)  # let stop_consuming() begin before the handler is released
     assert not stopping.done(), "stop_consuming() waits for the handler in flight"
-    release.set()
+    handler.release.set()
     await asyncio.wait_for(stopping, 10)
-    assert finished == [b"in-flight"], "the queued message is not taken any more"
+    assert handler.finished == [b"in-flight"], "the queued message is not taken any more"
 
     # What the last handlers committed can still go out: publishing works until close().
     published = bus.stats.published
     await bus.publish([message(answers, "published while draining")])
     assert bus.stats.published == published + 1
     await bus.close()
-    assert finished == [b"in-flight"]
+    assert handler.finished == [b"in-flight"]
