@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 from floor import floor_app
-from load import database, post_many
+from load import add_common_arguments, database, post_many
 
 from app.bus import Delivery, Verdict, signals
 from app.bus.base import utcnow
@@ -125,20 +125,10 @@ async def one_round(args: argparse.Namespace, directory: Path, number: int) -> d
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=16)
+    add_common_arguments(parser, "app")
     parser.add_argument("--idle-requests", type=int, default=200, help="creates sent one at a time first")
     parser.add_argument("--rate", type=int, default=100, help="creates/s for the steady-load phase")
     parser.add_argument("--rate-requests", type=int, default=500, help="creates in the steady-load phase")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--database", default="sqlite", help="'sqlite' (a fresh file per app) or a database URL")
-    parser.add_argument("--bus", default="memory://")
-    parser.add_argument(
-        "--floor-engine",
-        choices=["same", "plain"],
-        default="same",
-        help="the floor's engine: configured as the app's (default), or SQLAlchemy's plain defaults",
-    )
     args = parser.parse_args()
     logging.disable(logging.INFO)  # per-event log lines would measure the terminal, not the app
 

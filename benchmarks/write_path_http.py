@@ -30,7 +30,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-from load import database, post_many
+from load import add_common_arguments, database, post_many
 
 from app.common.auth import CurrentUser, Tokens
 
@@ -121,17 +121,7 @@ async def one_round(args: argparse.Namespace, directory: Path, number: int) -> d
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--database", default="sqlite", help="'sqlite' (a fresh file per server) or a database URL")
-    parser.add_argument("--bus", default="memory://")
-    parser.add_argument(
-        "--floor-engine",
-        choices=["same", "plain"],
-        default="same",
-        help="the floor's engine: configured as the app's (default), or SQLAlchemy's plain defaults",
-    )
+    add_common_arguments(parser, "server")
     parser.add_argument(
         "--log-level", default="WARNING", help="ours' log level; INFO adds the seed's two lines per event"
     )

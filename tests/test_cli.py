@@ -45,19 +45,25 @@ async def test_run_serves_health_logs_like_the_original_and_stops_cleanly(tmp_pa
         assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
 
-async def test_run_refuses_bad_settings_with_a_clear_message(tmp_path: Path) -> None:
+async def run_and_fail(tmp_path: Path, env: dict[str, str]) -> tuple[int | None, bytes]:
+    """``ticketing run`` with ``env`` (and nothing else from ours), expected to stop at once."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "app",
         "run",
         cwd=tmp_path,
-        env={"TICKETING_MODULES": "tickets,payments", "PATH": "/usr/bin:/bin"},
+        env={**env, "PATH": "/usr/bin:/bin"},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
     output, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 2
+    return process.returncode, output
+
+
+async def test_run_refuses_bad_settings_with_a_clear_message(tmp_path: Path) -> None:
+    code, output = await run_and_fail(tmp_path, {"TICKETING_MODULES": "tickets,payments"})
+    assert code == 2
     assert b"unknown module(s) payments" in output
 
 
@@ -71,18 +77,10 @@ async def test_run_rejects_a_bad_port() -> None:
 
 
 async def test_run_says_in_one_line_when_the_database_cannot_be_reached(tmp_path: Path) -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "app",
-        "run",
-        cwd=tmp_path,
-        env={"TICKETING_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db", "PATH": "/usr/bin:/bin"},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    code, output = await run_and_fail(
+        tmp_path, {"TICKETING_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db"}
     )
-    output, _ = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 2
+    assert code == 2
     assert b"ERROR: cannot reach the database SQLite" in output
     assert b"unable to open database file" in output
     assert b"Traceback" not in output
