@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -115,10 +116,12 @@ async def preflight(settings: Settings) -> None:
     tracebacks, which bury the one line that matters.
     """
     engine = db.create_engine(settings.database.url)
+    threads_before = set(threading.enumerate())
     try:
         async with engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
     except Exception as exc:
+        await _let_driver_threads_finish(threads_before)
         raise StartupError(f"cannot reach the database {db.describe(engine)}: {_reason(exc)}") from exc
     finally:
         await engine.dispose()
@@ -129,6 +132,19 @@ async def preflight(settings: Settings) -> None:
         raise StartupError(f"cannot reach the bus, {bus.describe()}: {_reason(exc)}") from exc
     finally:
         await bus.close()
+
+
+async def _let_driver_threads_finish(threads_before: set[threading.Thread], timeout: float = 5.0) -> None:
+    """Wait for the worker threads a failed connection attempt left running.
+
+    aiosqlite answers a failed connect by queueing its worker thread's stop without waiting for
+    it; the thread's last callback then meets the caller's event loop closed and prints a
+    traceback under the one-line error (omnilib/aiosqlite#241). asyncio's own executor threads
+    (``asyncio_N``) live until the loop shuts them down, so they are not waited for.
+    """
+    for thread in set(threading.enumerate()) - threads_before:
+        if not thread.name.startswith("asyncio_"):
+            await asyncio.to_thread(thread.join, timeout)
 
 
 def _reason(exc: BaseException) -> str:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import uuid
+from pathlib import Path
 
 import pytest
 
 from app.bus import Message
 from app.bus.base import utcnow
 from app.live.feed import Feed
-from app.main import create_app
+from app.main import StartupError, create_app, preflight
 from app.settings import KNOWN_MODULES, Settings, SettingsError, parse_modules
 from tests.conftest import AppFactory, make_settings
 
@@ -60,6 +63,29 @@ def test_a_random_jwt_secret_is_warned_about(caplog: pytest.LogCaptureFixture) -
 def test_creating_the_app_connects_to_nothing(tmp_path: pytest.TempPathFactory) -> None:
     # A database URL on an unreachable host is fine until the app starts.
     create_app(make_settings("postgresql+asyncpg://nobody@127.0.0.1:1/none", "memory://"))
+
+
+def test_a_failed_preflight_leaves_no_thread_to_trip_over_the_closed_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ticketing run`` closes its loop right after a failed preflight; nothing may print a traceback then.
+
+    aiosqlite's worker thread outlives a failed connect by a moment; if the loop is closed first,
+    the thread dies with "Event loop is closed" under the one-line error. The race is narrow, so
+    it is run many times, each loop closed at once as ``asyncio.run`` does.
+    """
+    thread_errors: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: thread_errors.append(args.exc_value))
+    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path}/missing/dir/x.db", "memory://")
+    for _ in range(30):
+        loop = asyncio.new_event_loop()
+        with pytest.raises(StartupError, match="unable to open database file"):
+            loop.run_until_complete(preflight(settings))
+        loop.close()
+    for thread in threading.enumerate():
+        if "_connection_worker_thread" in thread.name:
+            thread.join(5)
+    assert thread_errors == []
 
 
 async def test_health_reports_the_database_and_bus_it_uses(start_app: AppFactory, database_url: str) -> None:
