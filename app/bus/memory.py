@@ -84,6 +84,7 @@ class MemoryBus(Bus):
         # The last ``retain`` messages of each subject, for groups that subscribe late; older
         # ones are forgotten, so that a long-running process does not grow without bound.
         self._streams: dict[str, deque[Message]] = {}
+        self._forgotten: dict[str, int] = {}
         self.retain = retain
         self._groups: dict[tuple[str, str], _Group] = {}
         # blinker does the fan-out from a subject to the groups listening to it.
@@ -122,7 +123,10 @@ class MemoryBus(Bus):
         if self._closing:
             raise BusClosedError("the in-memory bus is shutting down")
         for message in messages:
-            self._streams.setdefault(message.subject, deque(maxlen=self.retain)).append(message)
+            stream = self._streams.setdefault(message.subject, deque(maxlen=self.retain))
+            if len(stream) == self.retain:
+                self._forgotten[message.subject] = self._forgotten.get(message.subject, 0) + 1
+            stream.append(message)
             self.stats.published += 1
             signals.published.send(self, message=message)
             self._fanout.signal(message.subject).send(self, message=message)
@@ -143,7 +147,17 @@ class MemoryBus(Bus):
 
             # Strong reference: the receiver lives as long as the group does.
             self._fanout.signal(subject).connect(offer, sender=self, weak=False)
-            # A durable group: whatever was published before it existed is its backlog.
+            # A durable group: whatever was published before it existed is its backlog, as far
+            # as it is still retained; say so when it is not, or the group's gap goes unnoticed.
+            if forgotten := self._forgotten.get(subject, 0):
+                log.warning(
+                    "[bus] Group %s subscribed late to %s: its %d oldest message(s) were already "
+                    "forgotten (retain=%d) and will not be delivered to it",
+                    group,
+                    subject,
+                    forgotten,
+                    self.retain,
+                )
             for message in self._streams.get(subject, []):
                 self._offer(state, message)
         worker = asyncio.create_task(self._work(state, handler), name=f"bus:{subject}/{group}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 import pytest
@@ -111,18 +112,29 @@ async def test_a_failing_observer_neither_stops_the_group_nor_loses_the_message(
     assert handled == [1, 2, 1]
 
 
-async def test_a_late_group_gets_what_is_retained_and_memory_stays_bounded() -> None:
+async def test_a_late_group_gets_what_is_retained_and_memory_stays_bounded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     bus = MemoryBus(retain=3)
     await bus.publish([message("ticket:created", str(n)) for n in range(10)])
+    await bus.publish([message("ticket:updated", str(n)) for n in range(3)])
     got: list[bytes] = []
 
     async def handler(delivery: Delivery) -> None:
         got.append(delivery.message.data)
 
-    await bus.subscribe("ticket:created", "late", handler)
-    await eventually(lambda: bus.pending == 0 and len(got) == 3)
+    with caplog.at_level(logging.WARNING, logger="ticketing.bus"):
+        await bus.subscribe("ticket:created", "late", handler)
+        await bus.subscribe("ticket:updated", "late", handler)
+    await eventually(lambda: bus.pending == 0 and len(got) == 6)
     await bus.close()
-    assert got == [b"7", b"8", b"9"]
+    assert got[:3] == [b"7", b"8", b"9"]
+    # The gap is said out loud, once, for the subject that has one.
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warnings == [
+        "[bus] Group late subscribed late to ticket:created: its 7 oldest message(s) were already "
+        "forgotten (retain=3) and will not be delivered to it"
+    ]
 
 
 async def test_a_bus_closed_and_connected_again_settles_what_its_new_group_handles() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import nats
@@ -63,6 +64,48 @@ async def test_max_age_bounds_the_history_the_stream_keeps(nats_server: NatsServ
     finally:
         await harness.aclose()
     assert info.config.max_age == 3600
+
+
+async def test_a_new_group_is_warned_that_expired_history_will_not_reach_it(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    harness = NatsHarness(FAST, nats_server, max_age=1)
+    subject = unique("expiring")
+    handled: list[bytes] = []
+
+    async def handler(delivery: Delivery) -> None:
+        handled.append(delivery.message.data)
+
+    try:
+        bus = await harness.connect()
+        await bus.subscribe(subject, "early", handler)
+        await bus.publish([message(subject, "old")])
+        await eventually(lambda: handled == [b"old"])
+        connection = await nats.connect(nats_server.url)
+        try:
+            js = connection.jetstream()
+
+            async def expired() -> bool:
+                info = await js.stream_info(harness.stream)
+                return (info.state.messages or 0) == 0
+
+            await eventually(expired, timeout=10, interval=0.05, what="the server to expire the first event")
+        finally:
+            await connection.close()
+        with caplog.at_level(logging.WARNING, logger="ticketing.bus"):
+            await bus.subscribe(subject, "late", handler)
+            # The group that was there from the start is not new: it is not warned about.
+            await bus.subscribe(subject, "early", handler)
+        await bus.publish([message(subject, "new")])
+        await eventually(lambda: handled.count(b"new") == 2)
+    finally:
+        await harness.aclose()
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert warnings == [
+        f"[bus] Group late is new on {subject}, and stream {harness.stream} keeps 1s of history: older events "
+        "(1 expired from the stream so far) will not be delivered to it"
+    ]
+    assert handled.count(b"old") == 1
 
 
 async def _ignore(delivery: Delivery) -> None:

@@ -32,7 +32,14 @@ from app.bus.base import (
     utcnow,
 )
 from app.bus.nats import wire
-from app.bus.nats.layout import STREAM_NAME, check_subject, durable_name, ensure_consumer, ensure_stream
+from app.bus.nats.layout import (
+    STREAM_NAME,
+    check_subject,
+    durable_name,
+    ensure_consumer,
+    ensure_stream,
+    expired_so_far,
+)
 from app.bus.nats.members import Group, Member, PullPolicy, Received, Source
 from app.bus.nats.pending import Pending
 
@@ -250,7 +257,19 @@ class NatsBus(Bus):
         if state is None:
             durable = durable_name(subject, group)
             state = Group(subject, group, durable, f"{durable}-replay")
-            await ensure_consumer(js, self.stream, durable, f"{self._prefix}.events.{subject}", self.ack_wait)
+            created = await ensure_consumer(js, self.stream, durable, f"{self._prefix}.events.{subject}", self.ack_wait)
+            if created and self.max_age and (expired := await expired_so_far(js, self.stream)):
+                # A new group starts from what the stream still holds; say so when that is not
+                # everything, or the gap in its replica goes unnoticed.
+                log.warning(
+                    "[bus] Group %s is new on %s, and stream %s keeps %gs of history: older events "
+                    "(%d expired from the stream so far) will not be delivered to it",
+                    group,
+                    subject,
+                    self.stream,
+                    self.max_age,
+                    expired,
+                )
             await ensure_consumer(
                 js, self.stream, state.replay_durable, f"{self._prefix}.replay.{durable}", self.ack_wait
             )
