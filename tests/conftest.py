@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import asyncpg
 import msgspec
 import pytest
+from argon2 import PasswordHasher, profiles
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,6 +25,7 @@ from app.common.events import Event, QueueGroups
 from app.common.module import Listener
 from app.main import load_module
 from app.settings import KNOWN_MODULES
+from app.users import service as users_service
 from tests.deployments import FAST_BUS, JWT_SECRET, Api, in_process, make_settings, nats_bus_url, split
 from tests.nats_server import nats_server, own_nats_server
 
@@ -42,6 +44,21 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.longrepr = f"skipped under TICKETING_TEST_STRICT=1, which allows no skips: {reason}"
+
+
+@pytest.fixture(autouse=True)
+def cheap_password_hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2id at the library's cheapest parameters: the same code, without its deliberate cost.
+
+    Production parameters take tens of milliseconds of CPU per hash on purpose, which made the
+    sign-up tests the slowest of the in-memory suite. A test marked ``production_hashing`` keeps
+    them; processes the tests start (``ticketing run``) always use them.
+    """
+    if request.node.get_closest_marker("production_hashing"):
+        return
+    cheap = PasswordHasher.from_parameters(profiles.CHEAPEST)
+    monkeypatch.setattr(users_service, "_hasher", cheap)
+    monkeypatch.setattr(users_service, "_DUMMY_HASH", cheap.hash("not-a-real-password"))
 
 
 @pytest.fixture

@@ -73,13 +73,17 @@ async def test_concurrent_signups_with_one_email_give_exactly_one_account(api: A
     assert sorted(response.status_code for response in responses) == [201] + [409] * 7
 
 
+@pytest.mark.production_hashing
 async def test_passwords_are_stored_only_as_argon2_hashes(api: Api) -> None:
     await signup(api)
     async with api.runtime.sessionmaker() as session:
         user = await session.scalar(select(User))
     assert user is not None
-    assert user.password_hash.startswith("$argon2id$")
+    # Argon2id with RFC 9106's low-memory profile: 64 MiB, 3 passes, 4 lanes.
+    assert user.password_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
     assert PASSWORD not in user.password_hash
+    signin = await api.http.post("/api/users/signin", json={"email": "test@test.com", "password": PASSWORD})
+    assert signin.status_code == 200
 
 
 async def test_signin_with_the_right_password_returns_a_token_and_cookie(api: Api) -> None:
