@@ -15,12 +15,16 @@ function connect() {
   const url = "/demo/events" + (streamToken ? "?token=" + encodeURIComponent(streamToken) : "");
   const source = new EventSource(url);
   const connection = $("connection");
+  let opened = false;
   source.addEventListener("hello", (event) => {
     const hello = JSON.parse(event.data);
     $("bus").textContent = hello.bus;
     $("modules").textContent = hello.modules.join(", ");
     connection.textContent = "live";
     connection.dataset.state = "open";
+    // A new stream starts from now: whatever happened while the old one was down never comes.
+    if (opened) missed("The stream was interrupted: events from while it was down are not listed.");
+    opened = true;
   });
   source.addEventListener("bus", (event) => {
     const record = JSON.parse(event.data);
@@ -28,9 +32,7 @@ function connect() {
     if (concernsUs(record)) scheduleRefresh();
   });
   source.addEventListener("gap", (event) => {
-    const gap = $("gap");
-    gap.hidden = false;
-    gap.textContent = `This page fell behind: ${event.data} event(s) were skipped.`;
+    missed(`This page fell behind: ${event.data} event(s) were skipped.`);
   });
   source.addEventListener("bye", () => {
     connection.textContent = "closed: the server is shutting down";
@@ -38,11 +40,27 @@ function connect() {
     source.close();
   });
   source.onerror = () => {
-    if (connection.dataset.state !== "closed") {
+    if (connection.dataset.state === "closed" || connection.dataset.state === "refused") return;
+    if (source.readyState === EventSource.CLOSED) {
+      // The browser retries a dropped stream, but gives up for good on an answer that is not one,
+      // such as the 401 of a stream guarded by the ops token: "reconnecting…" would wait forever.
+      connection.textContent = streamToken
+        ? "refused: the server did not accept ?token="
+        : "refused: if the server sets TICKETING_OPS_TOKEN, open this page as /demo?token=…";
+      connection.dataset.state = "refused";
+    } else {
       connection.textContent = "reconnecting…";
       connection.dataset.state = "error";
     }
   };
+}
+
+// Events the table never got may have changed our ticket or order: say so, and read them again.
+function missed(text) {
+  const gap = $("gap");
+  gap.hidden = false;
+  gap.textContent = text;
+  scheduleRefresh();
 }
 
 const EXPLAIN = {
@@ -159,7 +177,7 @@ async function editTicket() {
   const path = `/api/tickets/${current.ticket.id}`;
   const result = await act("PUT", path, { title: current.ticket.title, price: price() });
   if (result.ok) {
-    current.ticket = result.data;
+    keepNewer("ticket", result.data);
     nextPrice();
     render();
   }
@@ -194,15 +212,28 @@ function scheduleRefresh() {
 }
 
 async function refresh() {
-  if (current.ticket) {
-    const ticket = await call("GET", `/api/tickets/${current.ticket.id}`);
-    if (ticket.ok) current.ticket = ticket.data;
-  }
-  if (current.order) {
-    const order = await call("GET", `/api/orders/${current.order.id}`);
-    if (order.ok) current.order = order.data;
-  }
+  const { ticket, order } = current;
+  const [fetchedTicket, fetchedOrder] = await Promise.all([
+    ticket && call("GET", `/api/tickets/${ticket.id}`),
+    order && call("GET", `/api/orders/${order.id}`),
+  ]);
+  if (fetchedTicket?.ok) keepNewer("ticket", fetchedTicket.data);
+  if (fetchedOrder?.ok) keepNewer("order", fetchedOrder.data);
   render();
+}
+
+// Answers come back out of order: refreshes overlap (every row about our ticket schedules one,
+// cancelling awaits one), and a refresh asked before a click may answer after it. Versions only
+// grow, so an answer replaces what is shown only if it is about the same record and no older:
+// the latest answer wins, and the page never steps back to older data, nor to a ticket or an
+// order it has since left for a new one. An order's copy of its ticket moves on without the
+// order's own version, so both are compared.
+function keepNewer(kind, fetched) {
+  const shown = current[kind];
+  if (!shown || fetched.id !== shown.id) return;
+  const older =
+    fetched.version < shown.version || (fetched.ticket && fetched.ticket.version < shown.ticket.version);
+  if (!older) current[kind] = fetched;
 }
 
 function fill(list, values) {
