@@ -184,8 +184,10 @@ async function editTicket() {
 }
 
 async function orderTicket() {
-  const result = await act("POST", "/api/orders", { ticketId: current.ticket.id });
-  if (result.ok) {
+  const ticketId = current.ticket.id;
+  const result = await act("POST", "/api/orders", { ticketId });
+  // A ticket created meanwhile is the one shown now: its card must not show the older one's order.
+  if (result.ok && current.ticket && current.ticket.id === ticketId) {
     current.order = result.data;
     render();
   }
