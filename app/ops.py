@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
-from litestar import Response, get, post
+from litestar import Response, get, head, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
@@ -65,10 +65,22 @@ async def require_ops_token(connection: ASGIConnection[Any, Any, Any, Any], hand
 
 @get("/health", tags=["ops"], cache_control=None)
 async def health(state: State) -> Response[Health]:
+    body = await _health(state)
+    return Response(body, status_code=HTTP_200_OK if body.status == "ok" else HTTP_503_SERVICE_UNAVAILABLE)
+
+
+# Uptime monitors and ``curl -I`` ask with HEAD: the same answer, without the body.
+@head("/health", tags=["ops"], cache_control=None)
+async def health_head(state: State) -> Response[None]:
+    body = await _health(state)
+    return Response(None, status_code=HTTP_200_OK if body.status == "ok" else HTTP_503_SERVICE_UNAVAILABLE)
+
+
+async def _health(state: State) -> Health:
     runtime = _runtime(state)
     database_ok = await db.ping(runtime.engine)
     bus_ok = await runtime.bus.ping()
-    body = Health(
+    return Health(
         status="ok" if database_ok and bus_ok else "unavailable",
         database=db.describe(runtime.engine),
         database_ok=database_ok,
@@ -76,8 +88,6 @@ async def health(state: State) -> Response[Health]:
         bus_ok=bus_ok,
         modules=[module.name for module in runtime.modules],
     )
-    status = HTTP_200_OK if database_ok and bus_ok else HTTP_503_SERVICE_UNAVAILABLE
-    return Response(body, status_code=status)
 
 
 @get("/ops/bus", tags=["ops"], guards=[require_ops_token])
@@ -135,4 +145,4 @@ def _payload(data: bytes) -> Any:
         return data.decode("utf-8", errors="replace")
 
 
-routes = [health, bus_counters, dead_letters, replay_dead_letter]
+routes = [health, health_head, bus_counters, dead_letters, replay_dead_letter]

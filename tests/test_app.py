@@ -91,7 +91,10 @@ def test_a_failed_preflight_leaves_no_thread_to_trip_over_the_closed_loop(
 async def test_health_reports_the_database_and_bus_it_uses(start_app: AppFactory, database_url: str) -> None:
     async with start_app() as api:
         response = await api.http.get("/health")
+        asked_with_head = await api.http.head("/health")
     assert response.status_code == 200
+    # What uptime monitors send: the same status, no body.
+    assert (asked_with_head.status_code, asked_with_head.content) == (200, b"")
     body = response.json()
     assert body["status"] == "ok"
     assert body["databaseOk"]
@@ -109,8 +112,10 @@ async def test_health_is_503_when_the_database_is_gone(start_app: AppFactory) ->
 
         api.runtime.engine = db.create_engine("sqlite+aiosqlite:////nonexistent-dir/x.db")
         response = await api.http.get("/health")
+        asked_with_head = await api.http.head("/health")
     assert response.status_code == 503
     assert response.json()["databaseOk"] is False
+    assert (asked_with_head.status_code, asked_with_head.content) == (503, b"")
 
 
 async def test_ops_bus_counts_what_the_bus_did(start_app: AppFactory) -> None:

@@ -28,25 +28,26 @@ def view(order: Order, ticket: TicketReplica) -> OrderView:
 class OrderController(Controller):
     path = "/api/orders"
     tags = ["orders"]
-    guards = [require_user]
+    # Guards sit on each handler, not the controller: there they would also guard the OPTIONS
+    # answer Litestar adds, which a client asks without credentials.
 
-    @post("/", dto=StrictJSON[OrderInput], return_dto=None, status_code=HTTP_201_CREATED)
+    @post("/", guards=[require_user], dto=StrictJSON[OrderInput], return_dto=None, status_code=HTTP_201_CREATED)
     async def create(
         self, data: JSONBody[OrderInput], session: NamedDependency[AsyncSession], user: NamedDependency[CurrentUser]
     ) -> OrderView:
         return view(*await service.create_order(session, user.id, data.ticket_id))
 
-    @get("/")
+    @get("/", guards=[require_user])
     async def list(self, session: NamedDependency[AsyncSession], user: NamedDependency[CurrentUser]) -> list[OrderView]:
         return [view(order, ticket) for order, ticket in await service.list_orders(session, user.id)]
 
-    @get("/{order_id:str}")
+    @get("/{order_id:str}", guards=[require_user])
     async def show(
         self, order_id: FromPath[str], session: NamedDependency[AsyncSession], user: NamedDependency[CurrentUser]
     ) -> OrderView:
         return view(*await service.get_order(session, user.id, parse_id(order_id)))
 
-    @delete("/{order_id:str}", status_code=HTTP_204_NO_CONTENT)
+    @delete("/{order_id:str}", guards=[require_user], status_code=HTTP_204_NO_CONTENT)
     async def cancel(
         self, order_id: FromPath[str], session: NamedDependency[AsyncSession], user: NamedDependency[CurrentUser]
     ) -> Response[None]:
