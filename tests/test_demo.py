@@ -58,7 +58,9 @@ def test_demo_tells_the_whole_story_and_every_claim_holds(monkeypatch: pytest.Mo
     assert re.search(r"naive copy: \d+\.\d\d \(v\d\)\s+the ticket: 50\.00 \(v6\)", out), out
     # (b) early versions refused and retried, each version applied once, the copy converged
     assert re.search(r"✔ \d+ early deliver(y|ies) refused", out), out
-    assert "✔ each of versions 2 to 7 was applied exactly once" in out
+    # On a busy machine a round's edits may all arrive in order; the demo then edits another
+    # round, so the last version is 7 or later.
+    assert re.search(r"✔ each of versions 2 to ([7-9]|\d\d+) was applied exactly once", out), out
     assert "[bus] Not yet: ticket:updated / orders-service" in out
     assert "✔ the copy equals the ticket: same price, same version" in out
     # (c) reserved: 409; cancelled: 204; edited again: 200
