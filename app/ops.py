@@ -66,14 +66,17 @@ async def require_ops_token(connection: ASGIConnection[Any, Any, Any, Any], hand
 @get("/health", tags=["ops"], cache_control=None)
 async def health(state: State) -> Response[Health]:
     body = await _health(state)
-    return Response(body, status_code=HTTP_200_OK if body.status == "ok" else HTTP_503_SERVICE_UNAVAILABLE)
+    return Response(body, status_code=_status(body))
 
 
 # Uptime monitors and ``curl -I`` ask with HEAD: the same answer, without the body.
 @head("/health", tags=["ops"], cache_control=None)
 async def health_head(state: State) -> Response[None]:
-    body = await _health(state)
-    return Response(None, status_code=HTTP_200_OK if body.status == "ok" else HTTP_503_SERVICE_UNAVAILABLE)
+    return Response(None, status_code=_status(await _health(state)))
+
+
+def _status(health: Health) -> int:
+    return HTTP_200_OK if health.status == "ok" else HTTP_503_SERVICE_UNAVAILABLE
 
 
 async def _health(state: State) -> Health:

@@ -35,6 +35,7 @@ from app.bus.nats import wire
 from app.bus.nats.layout import (
     STREAM_NAME,
     check_subject,
+    consumer_exists,
     durable_name,
     ensure_consumer,
     ensure_stream,
@@ -257,8 +258,10 @@ class NatsBus(Bus):
         if state is None:
             durable = durable_name(subject, group)
             state = Group(subject, group, durable, f"{durable}-replay")
-            created = await ensure_consumer(js, self.stream, durable, f"{self._prefix}.events.{subject}", self.ack_wait)
-            if created and self.max_age and (expired := await expired_so_far(js, self.stream)):
+            # Only a bounded history can have lost something before a new group arrived: ask only then.
+            new = bool(self.max_age) and not await consumer_exists(js, self.stream, durable)
+            await ensure_consumer(js, self.stream, durable, f"{self._prefix}.events.{subject}", self.ack_wait)
+            if new and (expired := await expired_so_far(js, self.stream)):
                 # A new group starts from what the stream still holds; say so when that is not
                 # everything, or the gap in its replica goes unnoticed.
                 log.warning(

@@ -55,13 +55,15 @@ async def ensure_stream(js: JetStreamContext, name: str, subjects: list[str], ma
         log.warning("[bus] Stream %s exists with another configuration; using it as it is (%s)", name, exc)
 
 
-async def ensure_consumer(js: JetStreamContext, stream: str, name: str, filter_subject: str, ack_wait: float) -> bool:
-    """Create the consumer unless it is there; True when this call created it (its group is new)."""
+async def consumer_exists(js: JetStreamContext, stream: str, name: str) -> bool:
     try:
         await js.consumer_info(stream, name)
-        existed = True
     except NotFoundError:
-        existed = False
+        return False
+    return True
+
+
+async def ensure_consumer(js: JetStreamContext, stream: str, name: str, filter_subject: str, ack_wait: float) -> None:
     config = api.ConsumerConfig(
         name=name,
         durable_name=name,
@@ -84,7 +86,6 @@ async def ensure_consumer(js: JetStreamContext, stream: str, name: str, filter_s
         if info.config.filter_subject != filter_subject:
             raise RuntimeError(f"consumer {name} exists on another subject: {exc}") from exc
         log.warning("[bus] Consumer %s exists with another configuration; using it as it is (%s)", name, exc)
-    return not existed
 
 
 async def expired_so_far(js: JetStreamContext, stream: str) -> int:
