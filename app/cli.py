@@ -1,4 +1,5 @@
-"""``ticketing run`` serves the API; ``ticketing demo`` tells the seed's lesson against it (also ``python -m app``)."""
+"""``ticketing run`` serves the API; ``ticketing demo`` tells the seed's lesson against it; ``ticketing
+dead-letters`` lists and replays what a running app dead-lettered (also ``python -m app``)."""
 
 from __future__ import annotations
 
@@ -57,7 +58,50 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--ops-token", default=None, help="with --url: the app's TICKETING_OPS_TOKEN (default: from the environment)"
     )
+    _add_dead_letters(commands)
     return parser
+
+
+def _add_dead_letters(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from app.ops_client import DEFAULT_URL
+
+    def connection(parser: argparse.ArgumentParser, default: object) -> None:
+        # On both levels, so that `dead-letters --url U replay X` and `dead-letters replay X --url U` both work.
+        parser.add_argument("--url", default=default, help=f"the running app (default {DEFAULT_URL})")
+        parser.add_argument(
+            "--ops-token", default=default, help="the app's TICKETING_OPS_TOKEN (default: from the environment)"
+        )
+
+    dead = commands.add_parser(
+        "dead-letters",
+        help="list what a running app dead-lettered; `replay ID|--all` sends it back to its group",
+        description="Talks to a running app's /ops API (TICKETING_OPS_TOKEN when it is guarded).",
+    )
+    connection(dead, None)
+    dead.add_argument("--json", action="store_true", help="the list as JSON, as /ops/dead-letters gives it")
+    actions = dead.add_subparsers(dest="dead_letters_command")
+    replay = actions.add_parser(
+        "replay",
+        help="deliver dead letters to their group again",
+        description="Replaying a dead letter also replays those of its group about the same record, which "
+        "waited behind it; the version rule lets each through in turn.",
+    )
+    which = replay.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", nargs="?", help="the dead letter's id (see `ticketing dead-letters`)")
+    which.add_argument("--all", action="store_true", help="every dead letter")
+    connection(replay, argparse.SUPPRESS)
+
+
+def dead_letters(args: argparse.Namespace) -> int:
+    import os
+
+    from app import ops_client
+
+    url = args.url or ops_client.DEFAULT_URL
+    token = args.ops_token or os.environ.get("TICKETING_OPS_TOKEN") or None
+    if args.dead_letters_command == "replay":
+        return ops_client.run(url, token, lambda c: ops_client.replay_dead_letters(c, args.id, every=args.all))
+    return ops_client.run(url, token, lambda c: ops_client.list_dead_letters(c, as_json=args.json))
 
 
 def run(host: str, port: int, log_level: str, access_log: bool) -> int:
@@ -105,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args.host, args.port, args.log_level, args.access_log)
     if args.command == "demo":
         return demo(args)
+    if args.command == "dead-letters":
+        return dead_letters(args)
     raise AssertionError(f"unhandled command {args.command}")  # argparse rejects unknown ones
 
 

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import db, live, ops
 from app.bus import Bus, create_bus
+from app.bus.deadletters import SqlDeadLetters
 from app.bus.outbox import OutboxBase, Relay, relay_info
 from app.common.auth import Tokens, provide_user
 from app.common.body import DecimalAsNumber
@@ -44,9 +45,10 @@ class Runtime:
         self.listening_on = listening_on
         self.workers: list[asyncio.Task[None]] = []
         # Built now so that a bad URL fails at start-up, but nothing connects until start().
-        self.bus: Bus = create_bus(settings.bus.url)
         self.engine: AsyncEngine = db.create_engine(settings.database.url)
-        self.relay = Relay(db.create_sessionmaker(self.engine), self.bus)
+        plain_sessions = db.create_sessionmaker(self.engine)
+        self.bus: Bus = create_bus(settings.bus.url, dead_letters=SqlDeadLetters(plain_sessions))
+        self.relay = Relay(plain_sessions, self.bus)
         self.sessionmaker: async_sessionmaker[AsyncSession] = db.create_sessionmaker(
             self.engine, **relay_info(self.relay)
         )

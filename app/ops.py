@@ -126,6 +126,9 @@ async def dead_letters(state: State) -> list[DeadLetterView]:
 
 class Replayed(msgspec.Struct):
     id: str
+    # Every dead letter sent back to its group: the one asked for, and those of its group about
+    # the same record, which waited behind it.
+    replayed: list[str]
     status: str = "replayed"
 
 
@@ -136,9 +139,10 @@ class Replayed(msgspec.Struct):
     status_code=HTTP_202_ACCEPTED,
 )
 async def replay_dead_letter(state: State, dead_letter_id: FromPath[str]) -> Replayed:
-    if not await _runtime(state).bus.replay(dead_letter_id):
+    replayed = await _runtime(state).bus.replay(dead_letter_id)
+    if not replayed:
         raise NotFound(f"No dead letter with id {dead_letter_id}", field="id")
-    return Replayed(dead_letter_id)
+    return Replayed(dead_letter_id, replayed)
 
 
 def _payload(data: bytes) -> Any:

@@ -35,8 +35,8 @@ from nats.js import api
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.bus import Delivery, Message
-from app.bus.base import utcnow
 from app.bus.nats import NatsBus
+from app.clock import utcnow
 from tests.nats_server import running_server
 
 # About the size of a ticket:updated event.

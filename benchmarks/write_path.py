@@ -33,7 +33,7 @@ from floor import floor_app
 from load import add_common_arguments, database, post_many
 
 from app.bus import Delivery, Verdict, signals
-from app.bus.base import utcnow
+from app.clock import utcnow
 from app.common.auth import CurrentUser, Tokens
 from app.main import Runtime, create_app
 from app.settings import AuthSettings, BusSettings, DatabaseSettings, Settings

@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import db
 from app.bus import Delivery, Message, Outcome
-from app.bus.base import utcnow
 from app.bus.outbox import OutboxBase, OutboxRecord, encode
+from app.clock import utcnow
 from app.common.events import Event, QueueGroups
 from app.common.module import Listener
 from app.main import load_module

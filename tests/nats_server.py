@@ -93,6 +93,13 @@ class NatsServer:
             process.kill()
             process.wait(timeout)
 
+    def kill(self) -> None:
+        """SIGKILL: the server gets no chance to flush or say goodbye; its store stays for a restart."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(10)
+
     def restart(self) -> None:
         self.stop()
         self.start()

@@ -74,16 +74,38 @@ class AppProcess:
         """SIGTERM, as a process manager would send; returns the exit code."""
         assert self.process is not None
         if self.process.returncode is None:
+            self.resume()  # a stopped process cannot act on SIGTERM
             self.process.send_signal(signal.SIGTERM)
         try:
             code = await asyncio.wait_for(self.process.wait(), timeout)
         except TimeoutError:
             self.process.kill()
             code = await self.process.wait()
+        await self._finish_reading()
+        return code
+
+    async def kill(self) -> int:
+        """SIGKILL: no shutdown, no goodbye, as when the machine loses the process."""
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.kill()
+        code = await self.process.wait()
+        await self._finish_reading()
+        return code
+
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps its sockets but does nothing, as a stalled VM or a debugger would."""
+        assert self.process is not None and self.process.returncode is None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGCONT)
+
+    async def _finish_reading(self) -> None:
         if self._reader is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reader, 5)
-        return code
 
     def output(self) -> str:
         return "\n".join(self.lines)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from app.bus import Message
-from app.bus.base import utcnow
+from app.clock import utcnow
 from app.live.feed import Feed
 from app.main import StartupError, create_app, preflight
 from app.settings import KNOWN_MODULES, Settings, SettingsError, parse_modules

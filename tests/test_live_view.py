@@ -22,8 +22,8 @@ import pytest_asyncio
 from litestar import Litestar
 
 from app.bus import Delivery, DeliveryPolicy, Message, Outcome, Retry, signals
-from app.bus.base import utcnow
 from app.bus.memory import MemoryBus
+from app.clock import utcnow
 from app.common.auth import CurrentUser, Tokens
 from app.common.events import TicketUpdated
 from app.live.feed import Feed, FeedEvent
@@ -156,7 +156,7 @@ async def test_feed_reports_a_dead_letter() -> None:
     await bus.connect()
 
     async def broken(_: Delivery) -> None:
-        raise Retry("never ready")
+        raise RuntimeError("a bug in the listener")
 
     feed = Feed(bus).connect()
     try:

@@ -5,25 +5,31 @@ from __future__ import annotations
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from app.bus.base import Bus, DeliveryPolicy
+from app.bus.base import Bus
+from app.bus.deadletters import DeadLetters
+from app.bus.rules import DeliveryPolicy
 from app.settings import SettingsError
 
 T = TypeVar("T")
 
-_POLICY_OPTIONS: dict[str, type] = {"max_deliver": int, "backoff": float, "backoff_max": float}
+_POLICY_OPTIONS: dict[str, type] = {"max_deliver": int, "backoff": float, "backoff_max": float, "max_wait": float}
 _MEMORY_OPTIONS: dict[str, type] = {"chaos": int, "chaos_delay": float, "chaos_duplicates": float, "retain": int}
 _NATS_OPTIONS: dict[str, type] = {"stream": str, "ack_wait": float, "batch": int, "max_age": float}
 
 
-def create_bus(url: str) -> Bus:
+def create_bus(url: str, *, dead_letters: DeadLetters | None = None) -> Bus:
     """``memory://``, ``memory://?chaos=SEED`` or ``nats://host:port``, each with delivery options.
 
-    Options common to every backend: ``max_deliver`` (deliveries before a message is
+    Options common to every backend: ``max_deliver`` (failed deliveries before a message is
     dead-lettered), ``backoff`` and ``backoff_max`` (seconds before the first retry, doubling
-    up to the maximum). NATS also takes ``stream`` (the JetStream stream, default TICKETING),
-    ``ack_wait`` (seconds before an unanswered delivery goes to another member, default 30) and
-    ``batch`` (messages a member pulls at a time, default 128) and ``max_age`` (seconds of
-    history the stream keeps, default 0: all).
+    up to the maximum), ``max_wait`` (seconds an early delivery may wait for what comes before
+    it, in all, before it is dead-lettered). ``dead_letters`` is where a bus whose broker keeps
+    nothing (the in-memory one) keeps its dead letters; NATS keeps its own.
+
+    NATS also takes ``stream`` (the JetStream stream, default TICKETING), ``ack_wait`` (seconds
+    before an unanswered delivery goes to another member, default 5), ``batch`` (messages a
+    member pulls at a time, default 128) and ``max_age`` (seconds of history the stream keeps,
+    default 0: all).
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -43,7 +49,9 @@ def create_bus(url: str) -> Bus:
             chaos = _build(url, Chaos, chaos_options)
         elif options:
             raise SettingsError(f"bus URL {url!r}: chaos_delay and chaos_duplicates need chaos=SEED")
-        return _build(url, MemoryBus, {"policy": policy, "chaos": chaos, "retain": retain})
+        return _build(
+            url, MemoryBus, {"policy": policy, "chaos": chaos, "retain": retain, "dead_letters": dead_letters}
+        )
     if scheme == "nats":
         options = _options(url, parts.query, {**_POLICY_OPTIONS, **_NATS_OPTIONS})
         policy = _build(url, DeliveryPolicy, _take(options, _POLICY_OPTIONS))

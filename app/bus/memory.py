@@ -2,8 +2,10 @@
 
 Every subject keeps its last ``retain`` messages (10,000 by default), so a group that subscribes
 late still gets them. Each group has one queue; each member of the group is one worker taking
-from it, which gives "exactly one member handles each message". Failed deliveries come back
-through a timer, so a message waiting for its turn never blocks the ones behind it.
+from it, which gives "exactly one member handles each message". A delivery that came early waits
+parked, and a failed one waits for its backoff, so neither blocks the ones behind it. Messages
+live in this process only, but dead letters do not: they are kept where ``dead_letters`` says
+(the database, in the app).
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import uuid
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,18 +20,11 @@ from dataclasses import dataclass, field
 from blinker import Namespace
 
 from app.bus import signals
-from app.bus.base import (
-    BatchHandler,
-    Bus,
-    BusClosedError,
-    DeadLetter,
-    Delivery,
-    DeliveryPolicy,
-    Handler,
-    Message,
-    Verdict,
-    utcnow,
-)
+from app.bus.base import Bus, BusClosedError
+from app.bus.deadletters import DeadLetters, InProcessDeadLetters
+from app.bus.handlers import BatchHandler, Handler
+from app.bus.messages import DeadLetter, Delivery, Message, Verdict
+from app.bus.rules import DeliveryPolicy, Tries
 
 log = logging.getLogger("ticketing.bus")
 
@@ -55,11 +49,21 @@ class Chaos:
         return [self.rng.uniform(0, self.max_delay) for _ in range(copies)]
 
 
+@dataclass(slots=True)
+class _Due:
+    """A delivery waiting for a worker of its group."""
+
+    delivery: Delivery
+    tries: Tries = field(default_factory=Tries)
+    # Set for a replayed dead letter: it is forgotten once this delivery settles.
+    dead_id: str | None = None
+
+
 @dataclass
 class _Group:
     subject: str
     name: str
-    queue: asyncio.Queue[Delivery] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[_Due] = field(default_factory=asyncio.Queue)
     workers: list[asyncio.Task[None]] = field(default_factory=list)
     idle: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -75,6 +79,7 @@ class MemoryBus(Bus):
         chaos: Chaos | None = None,
         max_batch: int = 64,
         retain: int = 10_000,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
         super().__init__(policy)
         if retain < 0:
@@ -91,7 +96,7 @@ class MemoryBus(Bus):
         self._fanout = Namespace()
         self._outstanding: dict[str, int] = {}
         self._timers: set[asyncio.TimerHandle] = set()
-        self._dead: dict[str, DeadLetter] = {}
+        self._dead = dead_letters or InProcessDeadLetters()
         self._closing = False
         self._consuming_stopped = False
 
@@ -113,6 +118,7 @@ class MemoryBus(Bus):
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        self.rules.parking.clear()
         # The groups go, and with them what they still owed: their receivers must go too, or a
         # bus connected again would queue new messages for them where no worker takes any.
         self._groups.clear()
@@ -160,20 +166,31 @@ class MemoryBus(Bus):
                 )
             for message in self._streams.get(subject, []):
                 self._offer(state, message)
+            # Replays that an earlier run had begun and not seen through start again.
+            for dead in await self._dead.in_replay(subject, group):
+                self._replay(state, dead)
         worker = asyncio.create_task(self._work(state, handler), name=f"bus:{subject}/{group}")
         state.workers.append(worker)
 
     async def dead_letters(self) -> list[DeadLetter]:
-        return sorted(self._dead.values(), key=lambda dead: dead.failed_at)
+        return await self._dead.listing()
 
-    async def replay(self, dead_letter_id: str) -> bool:
-        dead = self._dead.get(dead_letter_id)
-        state = self._groups.get((dead.message.subject, dead.group)) if dead else None
-        if dead is None or state is None:
-            return False
-        del self._dead[dead_letter_id]
-        self._schedule(state, Delivery(dead.message, dead.group, 1), 0.0, new=True)
-        return True
+    async def replay(self, dead_letter_id: str) -> list[str]:
+        dead = await self._dead.take(dead_letter_id)
+        if dead is None:
+            return []
+        replayed = [dead]
+        if dead.key is not None:
+            # What waited behind it, dead of waiting: the version rule lets each through in turn.
+            for sibling in await self._dead.about(dead.group, dead.key):
+                if (taken := await self._dead.take(sibling.id)) is not None:
+                    replayed.append(taken)
+        for letter in replayed:
+            state = self._groups.get((letter.message.subject, letter.group))
+            if state is None:
+                continue  # no group here any more; it starts again when one subscribes
+            self._replay(state, letter)
+        return [letter.id for letter in replayed]
 
     async def ping(self) -> bool:
         return not self._closing
@@ -188,23 +205,27 @@ class MemoryBus(Bus):
     def _offer(self, state: _Group, message: Message) -> None:
         delays = self.chaos.delays() if self.chaos else [0.0]
         for delay in delays:
-            self._schedule(state, Delivery(message, state.name, 1), delay, new=True)
+            self._count(message)
+            self._later(delay, state, _Due(Delivery(message, state.name, 1)))
 
-    def _schedule(self, state: _Group, delivery: Delivery, delay: float, *, new: bool) -> None:
-        if new:
-            key = delivery.message.id
-            self._outstanding[key] = self._outstanding.get(key, 0) + 1
+    def _replay(self, state: _Group, dead: DeadLetter) -> None:
+        self._count(dead.message)
+        state.queue.put_nowait(_Due(Delivery(dead.message, state.name, 1), dead_id=dead.id))
+
+    def _count(self, message: Message) -> None:
+        self._outstanding[message.id] = self._outstanding.get(message.id, 0) + 1
+
+    def _later(self, delay: float, state: _Group, due: _Due) -> None:
         if delay <= 0:
-            state.queue.put_nowait(delivery)
+            state.queue.put_nowait(due)
             return
-        loop = asyncio.get_running_loop()
         timer: asyncio.TimerHandle
 
         def fire() -> None:
             self._timers.discard(timer)
-            state.queue.put_nowait(delivery)
+            state.queue.put_nowait(due)
 
-        timer = loop.call_later(delay, fire)
+        timer = asyncio.get_running_loop().call_later(delay, fire)
         self._timers.add(timer)
 
     def _settle(self, message: Message) -> None:
@@ -230,32 +251,42 @@ class MemoryBus(Bus):
             # the other members of the group.
             while batching and len(ready) < self.max_batch and not state.queue.empty():
                 ready.append(state.queue.get_nowait())
+            deliveries = [due.delivery for due in ready]
             try:
-                verdicts = await self.run_batch(handler, ready)
+                verdicts = await self.rules.run_batch(handler, deliveries, [due.tries for due in ready])
             except asyncio.CancelledError:
                 raise
             except Exception:
                 # Not the handler (its failures are verdicts) but the machinery around it, an
                 # observer say: keep the worker alive, and the messages, which come again.
                 log.exception("[bus] Delivering %d message(s) to %s / %s failed", len(ready), state.subject, state.name)
-                verdicts = [self.failed_around_handler(d, "the bus failed around the handler") for d in ready]
-            for delivery, verdict in zip(ready, verdicts, strict=True):
-                self._conclude(state, delivery, verdict)
+                verdicts = [
+                    self.rules.failed_around_handler(
+                        handler, due.delivery, due.tries, "the bus failed around the handler"
+                    )
+                    for due in ready
+                ]
+            for due, verdict in zip(ready, verdicts, strict=True):
+                await self._conclude(state, due, verdict)
 
-    def _conclude(self, state: _Group, delivery: Delivery, verdict: Verdict) -> None:
+    async def _conclude(self, state: _Group, due: _Due, verdict: Verdict) -> None:
+        delivery = due.delivery
         if verdict.retry_in is not None:
             if not self._closing:
-                retry = Delivery(delivery.message, delivery.group, delivery.attempt + 1)
-                self._schedule(state, retry, verdict.retry_in, new=False)
+                again = _Due(Delivery(delivery.message, delivery.group, delivery.attempt + 1), due.tries, due.dead_id)
+                self.rules.wait(state.name, verdict, due.tries, lambda: state.queue.put_nowait(again))
             return
         if verdict.dead:
-            dead_id = str(uuid.uuid4())
-            self._dead[dead_id] = DeadLetter(
-                id=dead_id,
-                group=delivery.group,
-                attempts=delivery.attempt,
-                error=verdict.error,
-                failed_at=utcnow(),
-                message=delivery.message,
-            )
+            try:
+                # Kept before it counts as settled, so before the outbox marks its event sent.
+                await self._dead.keep(self.rules.dead_letter(delivery, verdict))
+            except Exception as exc:
+                log.warning("[bus] Could not keep the dead letter of event %s: %s", delivery.message.id, exc)
+                again = _Due(Delivery(delivery.message, delivery.group, delivery.attempt + 1), due.tries, due.dead_id)
+                self.rules.parking.park(
+                    state.name, None, self.policy.backoff_max, lambda: state.queue.put_nowait(again)
+                )
+                return
+        elif due.dead_id is not None:
+            await self._dead.replayed(due.dead_id)
         self._settle(delivery.message)

@@ -22,7 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from app.bus import signals
-from app.bus.base import Bus, Message, utcnow
+from app.bus.base import Bus
+from app.bus.messages import Message
+from app.clock import utcnow
 from app.db import TicketingSession, UTCDateTime
 
 log = logging.getLogger("ticketing.outbox")

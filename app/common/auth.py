@@ -19,7 +19,7 @@ from jwt.warnings import InsecureKeyLengthWarning
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 
-from app.bus.base import utcnow
+from app.clock import utcnow
 from app.common.errors import Unauthorized
 
 SESSION_COOKIE = "session"

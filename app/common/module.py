@@ -32,6 +32,9 @@ class Listener(Generic[E]):
     duplicate; it raises :class:`app.bus.Retry` for an event whose predecessor has not been
     applied yet, before changing anything. It never commits: the transaction is the listener's.
 
+    ``about`` names the record an event concerns (a ticket's id, for every listener here): an
+    event refused as early waits until an event about the same record has been applied.
+
     ``optimistic``, when given, is a cheaper ``handle`` for batches: it may skip checks that
     the database enforces anyway (a unique key, say), because a batch that trips over one is
     rolled back as a whole and its events go through ``handle`` one at a time.
@@ -40,6 +43,7 @@ class Listener(Generic[E]):
     subject: Subjects
     group: QueueGroups
     handle: Apply[E]
+    about: Callable[[E], str]
     optimistic: Apply[E] | None = None
 
     def bind(self, module: str, sessionmaker: async_sessionmaker[AsyncSession]) -> BoundListener[E]:
@@ -61,6 +65,14 @@ class BoundListener(Generic[E]):
         except (msgspec.DecodeError, RecursionError) as exc:
             raise Unprocessable(f"{self.listener.subject} payload does not match the contract: {exc}") from exc
         return event
+
+    def key(self, delivery: Delivery) -> str | None:
+        """The record the delivery is about; None for a payload that does not decode."""
+        try:
+            event: E = self.decoder.decode(delivery.message.data)  # type: ignore[assignment]
+        except (msgspec.DecodeError, RecursionError):
+            return None
+        return self.listener.about(event)
 
     def _received(self) -> None:
         log.info("[%s] Message received: %s / %s", self.module, self.listener.subject, self.listener.group)

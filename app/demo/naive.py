@@ -17,8 +17,8 @@ import msgspec
 from rich.table import Table
 
 from app.bus import Delivery, DeliveryPolicy, Message, Outcome
-from app.bus.base import utcnow
 from app.bus.memory import Chaos, MemoryBus
+from app.clock import utcnow
 from app.common.events import QueueGroups, Subjects, TicketUpdated
 from app.demo.narrator import Narrator, money
 

@@ -164,7 +164,8 @@ class Walkthrough:
         self.n.say("listener compares it with its copy (app/common/versioning.py):")
         self.n.say("  [green]the next version[/] (copy + 1) → apply it, acknowledge")
         self.n.say("  [dim]a version it already has[/]   → a duplicate: acknowledge, change nothing")
-        self.n.say("  [yellow]a version further ahead[/]    → Retry: not acknowledged, the bus brings it back later")
+        self.n.say("  [yellow]a version further ahead[/]    → Retry: early, not failed; it waits and comes back")
+        self.n.say("                                as soon as the version before it is applied")
         if self.target.chaos_on(self.seed):
             self.n.say(f"The app's own bus now gets the same chaos (seed {self.seed}): random delays, duplicates.")
         chaotic = await self.target.chaotic()

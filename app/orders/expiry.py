@@ -13,7 +13,7 @@ import logging
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app.bus.base import utcnow
+from app.clock import utcnow
 from app.orders import service
 
 log = logging.getLogger("ticketing.orders")

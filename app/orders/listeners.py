@@ -24,7 +24,17 @@ async def on_ticket_updated(event: TicketUpdated, session: AsyncSession) -> Outc
     return await service.update_ticket_copy(session, event.id, event.title, event.price, event.version)
 
 
+def ticket_of(event: TicketCreated | TicketUpdated) -> str:
+    return event.id
+
+
 listeners: list[Listener[Any]] = [
-    Listener(Subjects.TICKET_CREATED, QueueGroups.ORDERS, on_ticket_created, optimistic=on_ticket_created_in_batch),
-    Listener(Subjects.TICKET_UPDATED, QueueGroups.ORDERS, on_ticket_updated),
+    Listener(
+        Subjects.TICKET_CREATED,
+        QueueGroups.ORDERS,
+        on_ticket_created,
+        about=ticket_of,
+        optimistic=on_ticket_created_in_batch,
+    ),
+    Listener(Subjects.TICKET_UPDATED, QueueGroups.ORDERS, on_ticket_updated, about=ticket_of),
 ]

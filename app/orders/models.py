@@ -6,7 +6,7 @@ from decimal import Decimal
 from sqlalchemy import Index, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from app.bus.base import utcnow
+from app.clock import utcnow
 from app.common.events import OrderStatus
 from app.db import Money, UTCDateTime
 

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.bus import Outcome, Retry
-from app.bus.base import utcnow
+from app.clock import utcnow
 from app.common.errors import Conflict, Forbidden, NotFound
 from app.common.events import OrderStatus
 from app.common.versioning import Step, next_step

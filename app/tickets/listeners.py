@@ -20,7 +20,12 @@ async def on_order_cancelled(event: OrderCancelled, session: AsyncSession) -> Ou
     return await service.release_for_order(session, event.id, event.ticket.id, event.version)
 
 
+def ticket_of(event: OrderCreated | OrderCancelled) -> str:
+    # Keyed by the ticket, not the order: a new order waits for the ticket's last holder to let go.
+    return event.ticket.id
+
+
 listeners: list[Listener[Any]] = [
-    Listener(Subjects.ORDER_CREATED, QueueGroups.TICKETS, on_order_created),
-    Listener(Subjects.ORDER_CANCELLED, QueueGroups.TICKETS, on_order_cancelled),
+    Listener(Subjects.ORDER_CREATED, QueueGroups.TICKETS, on_order_created, about=ticket_of),
+    Listener(Subjects.ORDER_CANCELLED, QueueGroups.TICKETS, on_order_cancelled, about=ticket_of),
 ]

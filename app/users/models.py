@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from app.bus.base import utcnow
+from app.clock import utcnow
 from app.db import UTCDateTime
 
 

@@ -88,8 +88,14 @@ DURABLE_BACKENDS = [pytest.param("nats", marks=pytest.mark.nats)]
 
 @pytest.fixture(params=BACKENDS)
 async def harness(request: pytest.FixtureRequest) -> AsyncIterator[Harness]:
+    # ``@pytest.mark.policy(policy, **nats_options)`` gives a test its own delivery policy.
+    marker = request.node.get_closest_marker("policy")
+    policy, options = (marker.args[0], marker.kwargs) if marker else (FAST, {})
     # The NATS server starts with the first test that needs it, so memory-only runs need none.
-    harness = NatsHarness(FAST, request.getfixturevalue("nats_server")) if request.param == "nats" else Harness(FAST)
+    if request.param == "nats":
+        harness: Harness = NatsHarness(policy, request.getfixturevalue("nats_server"), **options)
+    else:
+        harness = Harness(policy)
     yield harness
     await harness.aclose()
 

@@ -12,10 +12,15 @@ from collections.abc import Sequence
 
 import pytest
 
-from app.bus import Bus, BusClosedError, Delivery, Message, Outcome, Retry, Unprocessable
-from app.bus.base import utcnow
+from app.bus import Bus, BusClosedError, DeadLetter, Delivery, DeliveryPolicy, Message, Outcome, Retry, Unprocessable
+from app.clock import utcnow
 from tests.bus.conftest import DURABLE_BACKENDS, FAST, Harness
 from tests.helpers import eventually
+
+# A backoff far longer than the tests wait: only a wake-up can bring an early delivery back in time.
+SLOW_RETRIES = DeliveryPolicy(max_deliver=4, backoff=3.0, backoff_max=3.0)
+# Early deliveries give up after 1.5 s (NATS: longer than its ack_wait of 1 s, as it must be).
+SHORT_WAIT = DeliveryPolicy(max_deliver=2, backoff=0.01, backoff_max=0.05, max_wait=1.5)
 
 
 def message(subject: str, body: str, source: str = "tests") -> Message:
@@ -352,3 +357,129 @@ async def test_stop_consuming_finishes_the_handler_in_flight_and_still_publishes
     assert bus.stats.published == published + 1
     await bus.close()
     assert handler.finished == [b"in-flight"]
+
+
+class Versions:
+    """A keyed handler for one record: applies version n only after n - 1, like the app's listeners.
+
+    Payloads are ``"<record>:<version>"``; those in ``broken`` fail (raise) until cured.
+    """
+
+    def __init__(self, broken: set[str] | None = None) -> None:
+        self.applied: dict[str, int] = {}
+        self.order: list[str] = []  # "record:version" as applied
+        self.seen: list[tuple[int, int]] = []  # (version, attempt), in delivery order
+        self.broken = broken or set()
+
+    def key(self, delivery: Delivery) -> str | None:
+        return delivery.message.data.decode().partition(":")[0]
+
+    async def __call__(self, delivery: Delivery) -> Outcome:
+        record, _, raw = delivery.message.data.decode().partition(":")
+        version = int(raw)
+        self.seen.append((version, delivery.attempt))
+        have = self.applied.get(record, 0)
+        if version <= have:
+            return Outcome.DUPLICATE
+        if version > have + 1:
+            raise Retry(f"{record} version {version} is early: have {have}")
+        if f"{record}:{version}" in self.broken:
+            raise RuntimeError(f"version {version} breaks the listener")
+        self.applied[record] = version
+        self.order.append(f"{record}:{version}")
+        return Outcome.APPLIED
+
+
+class BatchVersions(Versions):
+    """The same, taking whatever is ready as one all-or-nothing batch, as the app's listeners do."""
+
+    async def batch(self, deliveries: Sequence[Delivery]) -> list[Outcome]:
+        applied = dict(self.applied)
+        for delivery in deliveries:
+            record, _, raw = delivery.message.data.decode().partition(":")
+            if int(raw) != applied.get(record, 0) + 1:
+                raise RuntimeError("not all of it is next: one at a time")
+            applied[record] = int(raw)
+        return [await self(delivery) for delivery in deliveries]
+
+
+def versions(subject: str, record: str, *numbers: int) -> list[Message]:
+    return [message(subject, f"{record}:{n}") for n in numbers]
+
+
+async def test_an_early_delivery_is_never_counted_as_a_failure(bus: Bus) -> None:
+    subject = unique("patient")
+    handler = Versions()
+    await bus.subscribe(subject, "g", handler)
+    # Version 2 comes first and is refused again and again, far more often than max_deliver.
+    await bus.publish(versions(subject, "r", 2))
+    await eventually(lambda: len(handler.seen) > 3 * FAST.max_deliver, what="many early refusals")
+    assert await bus.dead_letters() == []
+    await bus.publish(versions(subject, "r", 1))
+    await eventually(lambda: handler.applied == {"r": 2} and bus.pending == 0)
+    assert await bus.dead_letters() == []
+    assert bus.stats.dead_lettered == 0
+
+
+@pytest.mark.policy(SLOW_RETRIES)
+@pytest.mark.parametrize("kind", [Versions, BatchVersions])
+async def test_an_early_delivery_comes_again_as_soon_as_its_record_moves_on(bus: Bus, kind: type[Versions]) -> None:
+    subject = unique("parked")
+    handler = kind()
+    await bus.subscribe(subject, "g", handler)
+    await bus.publish(versions(subject, "r", 3, 2))
+    await eventually(lambda: sorted(v for v, _ in handler.seen) == [2, 3], what="both refused once")
+    started = time.monotonic()
+    await bus.publish(versions(subject, "r", 1))
+    # Its backoff is seconds long: only the wake-up of version 1's application brings 2, then 3.
+    await eventually(lambda: handler.applied == {"r": 3}, timeout=SLOW_RETRIES.backoff / 2, what="2 and 3 woken")
+    assert time.monotonic() - started < SLOW_RETRIES.backoff
+    await eventually(lambda: bus.pending == 0)
+
+
+@pytest.mark.policy(SHORT_WAIT, ack_wait=1.0)
+async def test_an_early_delivery_whose_predecessor_never_comes_is_dead_lettered_after_max_wait(
+    bus: Bus, caplog: pytest.LogCaptureFixture
+) -> None:
+    subject = unique("orphan")
+    handler = Versions()
+    await bus.subscribe(subject, "g", handler)
+    started = time.monotonic()
+    with caplog.at_level(logging.ERROR):
+        await bus.publish(versions(subject, "r", 2))
+        [dead] = await eventually(bus.dead_letters, timeout=10, what="the dead letter")
+    assert time.monotonic() - started >= SHORT_WAIT.max_wait
+    assert "waited" in dead.error and "early" in dead.error
+    assert (dead.message.subject, dead.group, dead.key) == (subject, "g", "r")
+    await eventually(lambda: bus.pending == 0)
+    assert any("Dead-lettered" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+
+
+@pytest.mark.policy(SHORT_WAIT, ack_wait=1.0)
+async def test_replaying_a_dead_letter_lets_through_what_waited_behind_it_in_version_order(bus: Bus) -> None:
+    subject = unique("unblock")
+    handler = Versions(broken={"r:1"})
+    await bus.subscribe(subject, "g", handler)
+    other = Versions()
+    await bus.subscribe(subject, "other-group", other)
+    # Version 1 keeps failing and is dead-lettered; 2 and 3 wait behind it until they die of waiting.
+    await bus.publish([*versions(subject, "r", 1, 2, 3), *versions(subject, "s", 1)])
+    dead = await eventually(lambda: _dead_of(bus, "g", 3), timeout=15, what="three dead letters")
+    assert dead is not None
+    assert handler.applied == {"s": 1} and other.applied == {"r": 3, "s": 1}
+    first = next(letter for letter in dead if letter.message.data.endswith(b":1"))
+
+    handler.broken.clear()  # the bug is fixed; one replay is enough
+    replayed = await bus.replay(first.id)
+    assert sorted(replayed) == sorted(letter.id for letter in dead)
+    assert replayed[0] == first.id
+    await eventually(lambda: handler.applied == {"r": 3, "s": 1} and bus.pending == 0, what="r through to 3")
+    assert await bus.dead_letters() == []
+    assert handler.order == ["s:1", "r:1", "r:2", "r:3"]
+    assert not await bus.replay(first.id), "a dead letter is replayed once"
+    assert other.applied == {"r": 3, "s": 1}, "the other group heard nothing again"
+
+
+async def _dead_of(bus: Bus, group: str, count: int) -> list[DeadLetter] | None:
+    dead = [letter for letter in await bus.dead_letters() if letter.group == group]
+    return dead if len(dead) >= count else None

@@ -18,11 +18,11 @@ import nats
 import pytest
 
 from app import db
-from app.bus import Bus, Delivery, DeliveryPolicy
+from app.bus import Bus, Delivery, DeliveryPolicy, Handler, Outcome
 from app.bus.nats import durable_name
 from app.bus.outbox import OutboxBase, Relay
 from tests.bus.conftest import FAST, NatsHarness
-from tests.bus.test_contract import message, unique
+from tests.bus.test_contract import Versions, message, unique
 from tests.helpers import eventually
 from tests.nats_server import NatsServer
 
@@ -300,3 +300,37 @@ async def test_publishing_the_same_event_again_delivers_it_once(nats_harness: Na
     await eventually(lambda: marker.id in handled)
     await eventually(lambda: bus.pending == 0)
     assert handled == Counter({m.id: 1 for m in [*batch, marker]})
+
+
+async def test_an_early_message_stays_with_its_member_past_ack_wait_and_is_never_redelivered(
+    nats_harness: NatsHarness,
+) -> None:
+    subject = unique("patient")
+    versions = Versions()
+    seen: list[tuple[str, int, int]] = []  # (member, version, attempt)
+
+    def member(name: str) -> Handler:
+        async def handle(delivery: Delivery) -> Outcome:
+            seen.append((name, int(delivery.message.data.decode().partition(":")[2]), delivery.attempt))
+            return await versions(delivery)
+
+        return handle
+
+    for name in ("a", "b"):
+        await (await nats_harness.connect()).subscribe(subject, "g", member(name))
+    publisher = await nats_harness.connect()
+    await publisher.publish([message(subject, "r:2")])
+    await eventually(lambda: seen, what="version 2 refused")
+    # The scenario itself: three times ack_wait pass while version 2 waits for version 1.
+    await asyncio.sleep(3 * nats_harness.options["ack_wait"])
+    await publisher.publish([message(subject, "r:1")])
+    await eventually(lambda: versions.applied == {"r": 2}, what="both applied")
+
+    holders = {name for name, version, _ in seen if version == 2}
+    assert len(holders) == 1, f"version 2 went to {holders}: its member lost it to ack_wait"
+    attempts = [attempt for _, version, attempt in seen if version == 2]
+    assert attempts == list(range(1, len(attempts) + 1)), "each refusal ran it again, here, counting on"
+    assert len(attempts) > FAST.max_deliver, "refused more often than a failure may be, and never dead-lettered"
+    state = await consumer_state(nats_harness.server, nats_harness.stream, durable_name(subject, "g"))
+    assert state == (0, 0)
+    assert await publisher.dead_letters() == []

@@ -24,7 +24,7 @@ def test_a_nats_url_picks_the_nats_backend_with_its_defaults() -> None:
         "TICKETING",
         "TICKETING_DEAD",
     )
-    assert (bus.ack_wait, bus.batch) == (30.0, 128)
+    assert (bus.ack_wait, bus.batch) == (5.0, 128)
     assert bus.policy == DeliveryPolicy()
     assert bus.describe() == "NATS nats://127.0.0.1:4222 (JetStream, stream TICKETING)"
     assert bus.pending == 0

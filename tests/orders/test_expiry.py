@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import update
 
-from app.bus.base import utcnow
+from app.clock import utcnow
 from app.common.events import OrderStatus
 from app.orders import expiry
 from app.orders.models import Order

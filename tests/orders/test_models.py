@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
-from app.bus.base import utcnow
+from app.clock import utcnow
 from app.common.events import OrderStatus
 from app.orders.models import Order, TicketReplica
 

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.bus import Outcome, Retry
-from app.bus.base import utcnow
+from app.clock import utcnow
 from app.common.events import OrderCancelled, OrderCreated, OrderStatus, OrderTicket, TicketRef
 from app.tickets import service
 from app.tickets.listeners import listeners

@@ -11,7 +11,7 @@ import jwt
 import pytest
 from sqlalchemy import select
 
-from app.bus.base import utcnow
+from app.clock import utcnow
 from app.users.models import User
 from tests.conftest import JWT_SECRET, Api
 

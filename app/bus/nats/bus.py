@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import uuid
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,18 +18,9 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import NotFoundError, ServiceUnavailableError
 
 from app.bus import signals
-from app.bus.base import (
-    Bus,
-    BusClosedError,
-    DeadLetter,
-    Delivery,
-    DeliveryPolicy,
-    Handler,
-    Message,
-    Unprocessable,
-    Verdict,
-    utcnow,
-)
+from app.bus.base import Bus, BusClosedError
+from app.bus.handlers import Handler, Unprocessable
+from app.bus.messages import DeadLetter, Delivery, Message, Verdict
 from app.bus.nats import wire
 from app.bus.nats.layout import (
     STREAM_NAME,
@@ -43,6 +33,7 @@ from app.bus.nats.layout import (
 )
 from app.bus.nats.members import Group, Member, PullPolicy, Received, Source
 from app.bus.nats.pending import Pending
+from app.bus.rules import DeliveryPolicy
 
 log = logging.getLogger("ticketing.bus")
 
@@ -58,6 +49,9 @@ async def _exhausted(delivery: Delivery) -> None:
 
 class NatsBus(Bus):
     kind = "NATS"
+    # Short, because it is how long the messages a dead (or paused) process held wait before the
+    # group's other members get them: leases keep a slow handler's messages its own meanwhile.
+    DEFAULT_ACK_WAIT = 5.0
 
     def __init__(
         self,
@@ -65,7 +59,7 @@ class NatsBus(Bus):
         *,
         policy: DeliveryPolicy | None = None,
         stream: str = "TICKETING",
-        ack_wait: float = 30.0,
+        ack_wait: float = DEFAULT_ACK_WAIT,
         batch: int = 128,
         max_age: float = 0.0,
         pull_expires: float = 5.0,
@@ -91,6 +85,11 @@ class NatsBus(Bus):
         for name, seconds in durations.items():
             if not 0 < seconds < math.inf:
                 raise ValueError(f"{name} must be > 0 seconds")
+        if self.policy.max_wait <= ack_wait:
+            raise ValueError(
+                f"max_wait ({self.policy.max_wait:g}s) must outlast ack_wait ({ack_wait:g}s): an early "
+                "delivery must be able to wait for a predecessor the server redelivers"
+            )
         for name, count in {"batch": batch, "max_batch": max_batch}.items():
             if count < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -287,8 +286,32 @@ class NatsBus(Bus):
         state.members.append(member)
 
     async def dead_letters(self) -> list[DeadLetter]:
+        return [dead for _, dead in await self._dead_records()]
+
+    async def replay(self, dead_letter_id: str) -> list[str]:
         js = self._require()
-        found: list[DeadLetter] = []
+        if not wire.DEAD_ID.fullmatch(dead_letter_id):
+            return []
+        try:
+            raw = await js.get_msg(self.dead_stream, subject=f"{self._prefix}.dead.{dead_letter_id}")
+        except NotFoundError:
+            return []
+        dead = wire.dead_decoder.decode(raw.data or b"")
+        replays = [(raw.seq or 0, dead)]
+        if dead.key is not None:
+            # What waited behind it, dead of waiting: the version rule lets each through in turn.
+            replays += [
+                (seq, other)
+                for seq, other in await self._dead_records()
+                if other.group == dead.group and other.key == dead.key and other.id != dead.id
+            ]
+        for seq, letter in replays:
+            await self._replay_one(seq, letter)
+        return [letter.id for _, letter in replays]
+
+    async def _dead_records(self) -> list[tuple[int, DeadLetter]]:
+        js = self._require()
+        found: list[tuple[int, DeadLetter]] = []
         seq = 1
         while True:
             try:
@@ -297,19 +320,12 @@ class NatsBus(Bus):
                 return found
             seq = (raw.seq or seq) + 1
             try:
-                found.append(wire.dead_decoder.decode(raw.data or b""))
+                found.append((seq - 1, wire.dead_decoder.decode(raw.data or b"")))
             except msgspec.DecodeError as exc:
                 log.warning("[bus] Skipping what is not a dead letter at %s #%d: %s", self.dead_stream, seq - 1, exc)
 
-    async def replay(self, dead_letter_id: str) -> bool:
+    async def _replay_one(self, seq: int, dead: DeadLetter) -> None:
         js = self._require()
-        if not wire.DEAD_ID.fullmatch(dead_letter_id):
-            return False
-        try:
-            raw = await js.get_msg(self.dead_stream, subject=f"{self._prefix}.dead.{dead_letter_id}")
-        except NotFoundError:
-            return False
-        dead = wire.dead_decoder.decode(raw.data or b"")
         durable = durable_name(dead.message.subject, dead.group)
         local = self._groups.get((dead.message.subject, dead.group))
         key = (dead.message.id, dead.group)
@@ -327,9 +343,8 @@ class NatsBus(Bus):
         if local is not None:
             self._pending.stored(key, ack.seq)
         with contextlib.suppress(NotFoundError):
-            await js.delete_msg(self.dead_stream, raw.seq or 0)
+            await js.delete_msg(self.dead_stream, seq)
         log.info("[bus] Replaying dead letter %s to %s / %s", dead.id, dead.message.subject, dead.group)
-        return True
 
     async def ping(self) -> bool:
         nc = self._nc
@@ -401,7 +416,7 @@ class NatsBus(Bus):
         for received in ready:
             metadata = received.msg.metadata
             message = wire.decode(group.subject, received.msg, metadata)
-            deliveries.append(Delivery(message, group.name, metadata.num_delivered))
+            deliveries.append(Delivery(message, group.name, metadata.num_delivered + received.reruns))
             # Published by another process (or before this group was here): pending while in flight.
             foreign.append(not self._pending.expects((message.id, group.name)))
             if foreign[-1]:
@@ -409,13 +424,14 @@ class NatsBus(Bus):
         settled = [False] * len(ready)
         member.in_hand = ready
         try:
-            if deliveries[0].attempt > self.policy.max_deliver:
-                verdicts = [await self.run_handler(_exhausted, deliveries[0])]
+            tries = [received.tries for received in ready]
+            if ready[0].msg.metadata.num_delivered > self.policy.max_deliver:
+                verdicts = [await self.rules.run(_exhausted, deliveries[0], tries[0])]
             else:
-                verdicts = await self.run_batch(member.handler, deliveries)
+                verdicts = await self.rules.run_batch(member.handler, deliveries, tries)
             member.in_hand = []
             for index, (received, delivery, verdict) in enumerate(zip(ready, deliveries, verdicts, strict=True)):
-                settled[index] = await self._answer(received.msg, delivery, verdict)
+                settled[index] = await self._answer(member, received, delivery, verdict)
         finally:
             member.in_hand = []
             for delivery, was_foreign, was_settled in zip(deliveries, foreign, settled, strict=True):
@@ -424,12 +440,19 @@ class NatsBus(Bus):
                 elif was_settled:
                     self._pending.unexpect((delivery.message.id, group.name))
 
-    async def _answer(self, msg: Msg, delivery: Delivery, verdict: Verdict) -> bool:
+    async def _answer(self, member: Member, received: Received, delivery: Delivery, verdict: Verdict) -> bool:
         """Tell the server what became of a delivery; True once the message is settled for good."""
+        msg = received.msg
         try:
             if verdict.ack:
                 await msg.ack()
                 return True
+            if verdict.early:
+                # Kept, not nak'ed: the server's delivery count stays a count of failures and of
+                # answers that never came, and the lease upkeep keeps the message ours meanwhile.
+                member.park(received)
+                self.rules.wait(member.group.name, verdict, received.tries, lambda: member.unpark(received))
+                return False
             if verdict.retry_in is not None:
                 await msg.nak(delay=verdict.retry_in)
                 return False
@@ -441,14 +464,7 @@ class NatsBus(Bus):
 
     async def _bury(self, msg: Msg, delivery: Delivery, verdict: Verdict) -> bool:
         assert self._js is not None
-        dead = DeadLetter(
-            id=str(uuid.uuid4()),
-            group=delivery.group,
-            attempts=delivery.attempt,
-            error=verdict.error,
-            failed_at=utcnow(),
-            message=delivery.message,
-        )
+        dead = self.rules.dead_letter(delivery, verdict)
         try:
             await self._js.publish(
                 f"{self._prefix}.dead.{dead.id}", wire.dead_encoder.encode(dead), headers={wire.MSG_ID: dead.id}

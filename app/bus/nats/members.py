@@ -18,7 +18,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from app.bus.base import BatchHandler, Handler
+from app.bus.handlers import BatchHandler, Handler
+from app.bus.rules import Tries
 
 log = logging.getLogger("ticketing.bus")
 
@@ -70,6 +71,9 @@ class Received:
     msg: Msg
     # Loop time the server last heard about this message: its delivery, or an in-progress.
     seen: float
+    tries: Tries
+    # Runs here since the server delivered it: an early delivery comes again without a redelivery.
+    reruns: int = 0
 
 
 @dataclass(eq=False)
@@ -91,6 +95,8 @@ class Member:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     # Being handled: the server must keep hearing that they are still ours.
     in_hand: list[Received] = field(default_factory=list)
+    # Came early: kept (not nak'ed) until their record moves on, or their backoff runs out.
+    parked: set[Received] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
     batching: bool = field(init=False)
 
@@ -103,7 +109,19 @@ class Member:
 
     def held(self) -> list[Received]:
         """Every message the server counts as this member's."""
-        return [*self.in_hand, *self.buffer]
+        return [*self.in_hand, *self.buffer, *self.parked]
+
+    def park(self, received: Received) -> None:
+        self.parked.add(received)
+
+    def unpark(self, received: Received) -> None:
+        """Its turn again: back in the buffer (unless it was handed back meanwhile)."""
+        if received in self.parked:
+            self.parked.discard(received)
+            received.reruns += 1
+            received.source.buffered += 1
+            self.buffer.append(received)
+            self.wake.set()
 
     def _receiver(self, source: Source) -> Callable[[Msg], Awaitable[None]]:
         loop = asyncio.get_running_loop()
@@ -116,7 +134,8 @@ class Member:
                     if source.remaining <= 0:
                         source.request = 0
                 source.buffered += 1
-                self.buffer.append(Received(source, msg, loop.time()))
+                tries = Tries(failures=msg.metadata.num_delivered - 1)
+                self.buffer.append(Received(source, msg, loop.time(), tries))
                 self.wake.set()
                 return
             # A status: 408 the request expired, 409 the server refused or ended it, 100 a heartbeat.
@@ -198,10 +217,14 @@ class Member:
         await asyncio.gather(*(_drain(source) for source in self.sources if source.sub is not None))
 
     async def hand_back(self) -> None:
-        # Taken from the server but never started: the other members can have them at once.
+        # Taken from the server but not settled here: the other members can have them at once.
+        waiting = [*self.parked]
+        self.parked.clear()
         while self.buffer:
             received = self.buffer.popleft()
             received.source.buffered -= 1
+            waiting.append(received)
+        for received in waiting:
             try:
                 await received.msg.nak()
             except Exception as exc:

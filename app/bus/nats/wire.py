@@ -9,7 +9,7 @@ from datetime import datetime
 import msgspec
 from nats.aio.msg import Msg
 
-from app.bus.base import DeadLetter, Message
+from app.bus.messages import DeadLetter, Message
 
 MSG_ID = "Nats-Msg-Id"
 EVENT_ID = "Ticketing-Event-Id"
