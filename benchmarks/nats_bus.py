@@ -35,7 +35,7 @@ from nats.js import api
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.bus import Delivery, Message
-from app.bus.nats import NatsBus
+from app.bus.nats import NatsBus, NatsOptions
 from app.clock import utcnow
 from tests.nats_server import running_server
 
@@ -121,8 +121,8 @@ async def raw_round(url: str, count: int, batch: int, pull: int, rate: float | N
 
 async def ours_round(url: str, count: int, batch: int, pull: int, rate: float | None = None) -> Result:
     stream = f"OURS{uuid.uuid4().hex[:8].upper()}"
-    publisher = NatsBus(url, stream=stream, batch=pull)
-    consumer = NatsBus(url, stream=stream, batch=pull)
+    publisher = NatsBus(NatsOptions.from_url(url, stream=stream, batch=pull))
+    consumer = NatsBus(NatsOptions.from_url(url, stream=stream, batch=pull))
     await publisher.connect()
     await consumer.connect()
     messages = [

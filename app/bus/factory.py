@@ -56,13 +56,16 @@ def create_bus(url: str, *, dead_letters: DeadLetters | None = None) -> Bus:
         options = _options(url, parts.query, {**_POLICY_OPTIONS, **_NATS_OPTIONS})
         policy = _build(url, DeliveryPolicy, _take(options, _POLICY_OPTIONS))
         try:
-            from app.bus.nats import NatsBus
+            from app.bus.nats import NatsBus, NatsOptions
         except ImportError as exc:
             if (exc.name or "").partition(".")[0] != "nats":
                 raise
             raise SettingsError(f"bus URL {url!r} needs the NATS client: pip install 'ticketing[nats]'") from None
         server = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-        return _build(url, NatsBus, {"url": server, "policy": policy, **options})
+        try:
+            return NatsBus(NatsOptions.from_url(server, **options), policy)
+        except ValueError as exc:
+            raise SettingsError(f"bus URL {url!r}: {exc}") from None
     raise SettingsError(f"unsupported bus URL {url!r}: use memory://, memory://?chaos=SEED or nats://host:port")
 
 

@@ -55,9 +55,9 @@ class NatsHarness(Harness):
         self.buses: list[Bus] = []
 
     async def connect(self) -> Bus:
-        from app.bus.nats import NatsBus
+        from app.bus.nats import NatsBus, NatsOptions
 
-        bus = NatsBus(self.server.url, policy=self.policy, stream=self.stream, **self.options)
+        bus = NatsBus(NatsOptions.from_url(self.server.url, stream=self.stream, **self.options), self.policy)
         await bus.connect()
         self.buses.append(bus)
         return bus

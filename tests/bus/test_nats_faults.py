@@ -121,10 +121,10 @@ async def test_nothing_is_lost_when_the_server_restarts_mid_stream(
 MEMBER = textwrap.dedent(
     """
     import asyncio, sys
-    from app.bus.nats import NatsBus
+    from app.bus.nats import NatsBus, NatsOptions
 
     async def main(url: str, stream: str, subject: str) -> None:
-        bus = NatsBus(url, stream=stream, ack_wait=1.0)
+        bus = NatsBus(NatsOptions.from_url(url, stream=stream, ack_wait=1.0))
         await bus.connect()
 
         async def handler(delivery):

@@ -18,13 +18,14 @@ APP = Path(__file__).resolve().parents[2] / "app"
 def test_a_nats_url_picks_the_nats_backend_with_its_defaults() -> None:
     bus = create_bus("nats://127.0.0.1:4222")
     assert isinstance(bus, NatsBus)
-    assert (bus.kind, bus.server, bus.stream, bus.dead_stream) == (
+    options = bus.options
+    assert (bus.kind, options.servers, options.stream, options.dead_stream) == (
         "NATS",
-        "nats://127.0.0.1:4222",
+        ("nats://127.0.0.1:4222",),
         "TICKETING",
         "TICKETING_DEAD",
     )
-    assert (bus.ack_wait, bus.batch) == (5.0, 128)
+    assert (options.ack_wait, options.batch) == (5.0, 128)
     assert bus.policy == DeliveryPolicy()
     assert bus.describe() == "NATS nats://127.0.0.1:4222 (JetStream, stream TICKETING)"
     assert bus.pending == 0
@@ -36,10 +37,24 @@ def test_a_nats_url_takes_stream_ack_wait_batch_and_delivery_options() -> None:
         "&max_deliver=3&backoff=0.1&backoff_max=1"
     )
     assert isinstance(bus, NatsBus)
-    assert (bus.server, bus.stream, bus.ack_wait, bus.batch) == ("nats://nats.internal:4333", "ORDERS_1", 2.5, 16)
-    assert bus.max_age == 86400
+    options = bus.options
+    assert (options.servers, options.stream, options.ack_wait, options.batch) == (
+        ("nats://nats.internal:4333",),
+        "ORDERS_1",
+        2.5,
+        16,
+    )
+    assert options.max_age == 86400
     assert bus.policy == DeliveryPolicy(max_deliver=3, backoff=0.1, backoff_max=1)
     assert bus.describe() == "NATS nats://nats.internal:4333 (JetStream, stream ORDERS_1)"
+
+
+def test_a_nats_url_keeps_its_credentials_for_connecting_and_shows_them_to_nobody() -> None:
+    bus = create_bus("nats://app:s3cret@nats.internal:4333?stream=S")
+    assert isinstance(bus, NatsBus)
+    assert bus.options.servers == ("nats://app:s3cret@nats.internal:4333",)
+    assert bus.describe() == "NATS nats://nats.internal:4333 (JetStream, stream S)"
+    assert "s3cret" not in bus.describe()
 
 
 @pytest.mark.parametrize(
@@ -55,6 +70,9 @@ def test_a_nats_url_takes_stream_ack_wait_batch_and_delivery_options() -> None:
         ("nats://localhost:4222?stream=a.b", "stream 'a.b'"),
         ("nats://localhost:4222?stream=", "stream ''"),
         ("nats://localhost:4222?max_deliver=0", "max_deliver must be at least 1"),
+        ("nats://localhost:4222?max_wait=0", "max_wait must be > 0"),
+        ("nats://localhost:4222?max_wait=5", r"max_wait \(5s\) must outlast ack_wait \(5s\)"),
+        ("nats://localhost:4222?ack_wait=700", r"max_wait \(600s\) must outlast ack_wait \(700s\)"),
         ("nats://", "not a nats://host:port URL"),
         ("nats://localhost:4222/events", "has no path"),
     ],

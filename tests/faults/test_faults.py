@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from app.bus.nats import NatsBus
+from app.bus.nats import NatsOptions
 from tests.conftest import JWT_SECRET
 from tests.faults.load import Load, Shop, check_everything_converged, settle
 from tests.nats_server import NatsServer, binary_or_skip
@@ -30,7 +30,7 @@ from tests.processes import AppProcess
 pytestmark = [pytest.mark.slow, pytest.mark.faults]
 
 # Paused for longer than a delivery may go unanswered: NATS gives the process's messages away meanwhile.
-PAUSE = NatsBus.DEFAULT_ACK_WAIT + 2.0
+PAUSE = NatsOptions.ack_wait + 2.0
 
 
 @dataclass

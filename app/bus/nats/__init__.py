@@ -14,12 +14,15 @@ ack timeouts, so a failed delivery is nak'ed with the policy's delay, and the co
 max_deliver stays unbounded so that the server never drops a message: past ``max_deliver`` we
 dead-letter it. The attempt number is the server's delivery count.
 
-The parts: ``bus`` (the Bus interface, deliveries, upkeep), ``members`` (pulling and buffering),
-``pending`` (what ``/ops/bus`` counts), ``layout`` (streams, consumers and their names) and
-``wire`` (headers, dead-letter records). Only this package imports nats-py.
+The parts: ``bus`` (the Bus interface), ``options`` (its settings, from the URL), ``delivery`` (each
+member's loop: the delivery rules, and the answer to the server), ``members`` (pulling, buffering,
+parking), ``upkeep`` (leases, and what other processes settled), ``dead`` (dead letters and
+replays), ``pending`` (what ``/ops/bus`` counts), ``layout`` (streams, consumers and their names)
+and ``wire`` (headers, dead-letter records). Only this package imports nats-py.
 """
 
 from app.bus.nats.bus import NatsBus
 from app.bus.nats.layout import check_subject, durable_name
+from app.bus.nats.options import NatsOptions
 
-__all__ = ["NatsBus", "check_subject", "durable_name"]
+__all__ = ["NatsBus", "NatsOptions", "check_subject", "durable_name"]

@@ -11,7 +11,6 @@ from nats.js.errors import APIError, NotFoundError
 
 log = logging.getLogger("ticketing.bus")
 
-STREAM_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 # A NATS subject: dot-separated tokens, none of them empty, a wildcard or containing blanks.
 _SUBJECT = re.compile(r"[^\s.*>]+(\.[^\s.*>]+)*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
