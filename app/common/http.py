@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
+
+from litestar.params import PathParameter
 
 from app.common.errors import BadRequest
+
+#: A record's id in a path; anything but a UUID answers 400.
+PathId = Annotated[str, PathParameter(description="The record's id, a UUID", format="uuid")]
+
+
+def canonical_id(value: str) -> str | None:
+    """The canonical form of a UUID, or None when ``value`` is not one."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        return None
 
 
 def parse_id(value: str, field: str = "id") -> str:
     """The canonical form of a UUID from a path or body, or a 400 naming the field."""
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        raise BadRequest(f"{field} must be a UUID", field=field) from None
+    canonical = canonical_id(value)
+    if canonical is None:
+        raise BadRequest(f"{field} must be a UUID", field=field)
+    return canonical
 
 
 def etag(version: int) -> str:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -16,6 +15,7 @@ from app.bus import Outcome, Retry
 from app.bus.base import utcnow
 from app.common.errors import Conflict, Forbidden, NotFound
 from app.common.events import OrderStatus
+from app.common.ids import new_id
 from app.common.versioning import Step, next_step
 from app.orders.events import stage_order_cancelled, stage_order_created
 from app.orders.models import Order, TicketReplica
@@ -32,7 +32,7 @@ async def create_order(session: AsyncSession, user_id: str, ticket_id: str) -> t
         raise Conflict("Ticket is already reserved", field="ticketId")
     now = utcnow()
     order = Order(
-        id=str(uuid.uuid4()),
+        id=new_id(),
         user_id=user_id,
         ticket_id=ticket_id,
         status=OrderStatus.CREATED,
@@ -52,14 +52,22 @@ async def create_order(session: AsyncSession, user_id: str, ticket_id: str) -> t
     return order, ticket
 
 
-async def list_orders(session: AsyncSession, user_id: str) -> Sequence[tuple[Order, TicketReplica]]:
-    rows = await session.execute(
+async def list_orders(
+    session: AsyncSession, user_id: str, *, limit: int, after: tuple[datetime, str] | None = None
+) -> Sequence[tuple[Order, TicketReplica]]:
+    """Up to ``limit`` of the user's orders, oldest first, from just after ``after`` (created at, id)."""
+    query = (
         select(Order, TicketReplica)
         .join(TicketReplica, TicketReplica.id == Order.ticket_id)
         .where(Order.user_id == user_id)
         .order_by(Order.created_at, Order.id)
+        .limit(limit)
     )
-    return [(order, ticket) for order, ticket in rows]
+    if after is not None:
+        created_at, order_id = after
+        later = or_(Order.created_at > created_at, and_(Order.created_at == created_at, Order.id > order_id))
+        query = query.where(later)
+    return [(order, ticket) for order, ticket in await session.execute(query)]
 
 
 async def get_order(session: AsyncSession, user_id: str, order_id: str) -> tuple[Order, TicketReplica]:
