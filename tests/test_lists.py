@@ -167,7 +167,7 @@ async def insert_orders(api: Api, user_id: str, count: int) -> list[str]:
     """Orders (and the replicas they need) straight into the orders module's tables."""
     now = utcnow()
     ticket_ids = [str(uuid.uuid4()) for _ in range(count)]
-    orders = [
+    orders: list[dict[str, Any]] = [
         {
             "id": str(uuid.uuid4()),
             "user_id": user_id,
