@@ -28,6 +28,14 @@ if TYPE_CHECKING:
 
 S = TypeVar("S", bound=msgspec.Struct)
 
+# What str.strip() removes, spelled out for the patterns in the OpenAPI document: JSON Schema
+# reads ``\s`` as ECMA-262 does, which is another set (it has U+FEFF, not U+001C to U+001F).
+_BLANKS = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+#: A character str.strip() removes.
+BLANK = f"[{_BLANKS}]"
+#: A character that is neither one str.strip() removes nor NUL, which no text here may hold.
+SOLID = f"[^{_BLANKS}\\x00]"
+
 # JSON numbers with a fraction become Decimal straight from their text: no float on the way.
 _json = msgspec.json.Decoder(float_hook=Decimal)
 

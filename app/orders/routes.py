@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from litestar import Controller, Request, Response, delete, get, post
@@ -12,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.common import paging
 from app.common.auth import CurrentUser, require_user
 from app.common.body import StrictJSON
-from app.common.http import PathId, canonical_id, parse_id
+from app.common.http import PathId, parse_id
 from app.common.openapi import SIGNED_IN, errors, link, with_links
 from app.orders import models, service
 from app.orders.schemas import Order, OrderCreate, OrderTicket
@@ -84,11 +83,10 @@ class OrderController(Controller):
         limit: paging.Limit = paging.DEFAULT_LIMIT,
         cursor: paging.Cursor = None,
     ) -> Response[list[Order]]:
-        """The caller's orders only, oldest first."""
-        rows = await service.list_orders(session, user.id, limit=limit + 1, after=_order_cursor(cursor))
+        """The caller's orders only, oldest first (by id)."""
+        rows = await service.list_orders(session, user.id, limit=limit + 1, after=paging.after(cursor))
         orders, more = paging.page(rows, limit)
-        last = orders[-1][0] if more else None
-        headers = paging.next_link(request, [last.created_at.isoformat(), last.id]) if last else None
+        headers = paging.next_link(request, orders[-1][0].id) if more else None
         return Response([view(order, ticket) for order, ticket in orders], headers=headers)
 
     @get(
@@ -129,17 +127,3 @@ class OrderController(Controller):
     ) -> None:
         """Cancel the order (again: still 204) and release its ticket."""
         await service.cancel_order(session, user.id, parse_id(order_id))
-
-
-def _order_cursor(cursor: str | None) -> tuple[datetime, str] | None:
-    """Where a page starts: the (created at, id) of the last order of the page before."""
-    if cursor is None:
-        return None
-    created_at, order_id = paging.decode_cursor(cursor, 2)
-    try:
-        moment = datetime.fromisoformat(created_at)
-    except ValueError:
-        raise paging.bad_cursor() from None
-    if moment.tzinfo is None or (canonical := canonical_id(order_id)) is None:
-        raise paging.bad_cursor()
-    return moment, canonical

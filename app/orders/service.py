@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -53,20 +53,18 @@ async def create_order(session: AsyncSession, user_id: str, ticket_id: str) -> t
 
 
 async def list_orders(
-    session: AsyncSession, user_id: str, *, limit: int, after: tuple[datetime, str] | None = None
+    session: AsyncSession, user_id: str, *, limit: int, after: str | None = None
 ) -> Sequence[tuple[Order, TicketReplica]]:
-    """Up to ``limit`` of the user's orders, oldest first, from just after ``after`` (created at, id)."""
+    """Up to ``limit`` of the user's orders in id order (creation order, ids being UUIDv7), after ``after``."""
     query = (
         select(Order, TicketReplica)
         .join(TicketReplica, TicketReplica.id == Order.ticket_id)
         .where(Order.user_id == user_id)
-        .order_by(Order.created_at, Order.id)
+        .order_by(Order.id)
         .limit(limit)
     )
     if after is not None:
-        created_at, order_id = after
-        later = or_(Order.created_at > created_at, and_(Order.created_at == created_at, Order.id > order_id))
-        query = query.where(later)
+        query = query.where(Order.id > after)
     return [(order, ticket) for order, ticket in await session.execute(query)]
 
 

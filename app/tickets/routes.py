@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.common import paging
 from app.common.auth import CurrentUser, require_user
 from app.common.body import StrictJSON
-from app.common.http import PathId, canonical_id, etag, parse_id
+from app.common.errors import BadRequest
+from app.common.http import PathId, etag, parse_id
 from app.common.openapi import SIGNED_IN, errors, link, never_null, with_links
 from app.tickets import models, service
 from app.tickets.schemas import Ticket, TicketCreate, TicketUpdate
@@ -33,8 +34,9 @@ IfMatch = Annotated[
         schema_extra=never_null(OpenAPIType.STRING),
     ),
 ]
+# Read as text and judged here: Litestar would also take "1", "yes" and "null" for a boolean.
 Available = Annotated[
-    bool | None,
+    str | None,
     QueryParameter(
         name="available",
         description="true: only tickets no order holds; false: only those an order holds",
@@ -103,10 +105,11 @@ class TicketController(Controller):
         cursor: paging.Cursor = None,
         available: Available = None,
     ) -> Response[list[Ticket]]:
-        after = _ticket_cursor(cursor)
-        rows = await service.list_tickets(session, limit=limit + 1, after=after, available=available)
+        rows = await service.list_tickets(
+            session, limit=limit + 1, after=paging.after(cursor), available=_boolean("available", available)
+        )
         tickets, more = paging.page(rows, limit)
-        headers = paging.next_link(request, [tickets[-1].id]) if more else None
+        headers = paging.next_link(request, tickets[-1].id) if more else None
         return Response([view(ticket) for ticket in tickets], headers=headers)
 
     @get(
@@ -159,11 +162,9 @@ class TicketController(Controller):
         return _with_etag(ticket, HTTP_200_OK)
 
 
-def _ticket_cursor(cursor: str | None) -> str | None:
-    """The id a page starts after, from a cursor that :func:`paging.next_link` made."""
-    if cursor is None:
+def _boolean(name: str, value: str | None) -> bool | None:
+    if value is None:
         return None
-    [after] = paging.decode_cursor(cursor, 1)
-    if (ticket_id := canonical_id(after)) is None:
-        raise paging.bad_cursor()
-    return ticket_id
+    if value not in {"true", "false"}:
+        raise BadRequest(f"{name} must be true or false", field=name)
+    return value == "true"

@@ -7,6 +7,7 @@ import msgspec
 from litestar.openapi.spec import Example
 from litestar.params import KwargDefinition
 
+from app.common.body import BLANK, SOLID
 from app.common.errors import ErrorDetail
 
 TITLE_LENGTH = (1, 200)
@@ -19,8 +20,8 @@ Title = Annotated[
     str,
     KwargDefinition(
         description=f"{TITLE_LENGTH[0]} to {TITLE_LENGTH[1]} characters once surrounding whitespace is trimmed",
-        # Non-blank, at most 200 characters between the first and last that are not blank, no NUL.
-        pattern=rf"^\s*[^\s\x00](?:[^\x00]{{0,{TITLE_LENGTH[1] - 2}}}[^\s\x00])?\s*$",
+        # Non-blank, at most 200 characters from the first to the last that is not blank, no NUL.
+        pattern=f"^{BLANK}*{SOLID}(?:[^\\x00]{{0,{TITLE_LENGTH[1] - 2}}}{SOLID})?{BLANK}*$",
         examples=[Example(value="concert")],
     ),
 ]

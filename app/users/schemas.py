@@ -7,6 +7,7 @@ import msgspec
 from litestar.openapi.spec import Example
 from litestar.params import KwargDefinition
 
+from app.common.body import BLANK, SOLID
 from app.common.errors import ErrorDetail
 
 # Deliberately plain: one @, no spaces, a dot in the domain. Real proof of an address is a mail.
@@ -14,6 +15,9 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
 EMAIL_LENGTH = 254
 PASSWORD_LENGTH = (8, 128)
 
+# The _EMAIL pattern's parts as the document spells them (see app.common.body.SOLID).
+_PART = SOLID.replace("[^", "[^@", 1)
+_LAST = SOLID.replace("[^", "[^@.", 1)
 # The document states the rules problems() applies (msgspec ignores these annotations): the
 # address's shape, surrounding whitespace allowed; its length is judged once lower-cased.
 Email = Annotated[
@@ -21,7 +25,7 @@ Email = Annotated[
     KwargDefinition(
         description=f"An email address, at most {EMAIL_LENGTH} characters; stored trimmed and lower-cased",
         max_length=EMAIL_LENGTH,
-        pattern=r"^\s*[^@\s\x00]+@[^@\s\x00]+\.[^@\s.\x00]+\s*$",
+        pattern=f"^{BLANK}*{_PART}+@{_PART}+\\.{_LAST}+{BLANK}*$",
         examples=[Example(value="ada@example.com")],
     ),
 ]
