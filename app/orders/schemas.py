@@ -9,7 +9,7 @@ from litestar.params import KwargDefinition
 
 from app.common.errors import ErrorDetail
 from app.common.events import OrderStatus
-from app.common.http import canonical_id
+from app.common.http import Id, canonical_id
 
 
 class OrderCreate(msgspec.Struct, frozen=True, rename="camel"):
@@ -38,15 +38,15 @@ class OrderCreate(msgspec.Struct, frozen=True, rename="camel"):
 class OrderTicket(msgspec.Struct):
     """The ticket as the orders module knows it: its own copy, kept up to date by events."""
 
-    id: str
+    id: Id
     title: str
     price: float
     version: int
 
 
 class Order(msgspec.Struct, rename="camel"):
-    id: str
-    user_id: str
+    id: Id
+    user_id: Id
     status: OrderStatus
     expires_at: Annotated[datetime, msgspec.Meta(description="15 minutes after creation; then the order is cancelled")]
     version: int

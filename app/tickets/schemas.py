@@ -9,6 +9,7 @@ from litestar.params import KwargDefinition
 
 from app.common.body import BLANK, SOLID
 from app.common.errors import ErrorDetail
+from app.common.http import Id
 
 TITLE_LENGTH = (1, 200)
 PRICE_LIMIT = Decimal(1_000_000)
@@ -63,10 +64,10 @@ class TicketUpdate(TicketCreate, frozen=True):
 
 
 class Ticket(msgspec.Struct, rename="camel"):
-    id: str
+    id: Id
     title: Annotated[str, msgspec.Meta(examples=["concert"])]
     # A JSON number; two decimals at most, so the float prints exactly what was stored.
     price: Annotated[float, msgspec.Meta(examples=[20])]
-    user_id: str
+    user_id: Id
     order_id: Annotated[str | None, msgspec.Meta(description="The order that holds the ticket; null when it is free")]
     version: Annotated[int, msgspec.Meta(description="0 when created, one more at every save; the ETag names it")]

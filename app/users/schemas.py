@@ -9,6 +9,7 @@ from litestar.params import KwargDefinition
 
 from app.common.body import BLANK, SOLID
 from app.common.errors import ErrorDetail
+from app.common.http import Id
 
 # Deliberately plain: one @, no spaces, a dot in the domain. Real proof of an address is a mail.
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
@@ -96,12 +97,12 @@ class UserCreate(Credentials, frozen=True):
 
 
 class User(msgspec.Struct):
-    id: str
+    id: Id
     email: Annotated[str, msgspec.Meta(examples=["ada@example.com"])]
 
 
 class SignedIn(msgspec.Struct):
-    id: str
+    id: Id
     email: Annotated[str, msgspec.Meta(examples=["ada@example.com"])]
     token: Annotated[str, msgspec.Meta(description="A JWT: send it as `Authorization: Bearer <token>`")]
 
