@@ -16,7 +16,7 @@ from litestar.openapi import OpenAPIConfig
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app import db, live, ops
+from app import asyncapi, db, live, ops
 from app.bus import Bus, create_bus
 from app.bus.outbox import OutboxBase, Relay, relay_info
 from app.common import openapi
@@ -176,7 +176,12 @@ def create_app(settings: Settings | None = None, *, listening_on: int | None = N
     modules = [load_module(name) for name in settings.modules]
     runtime = Runtime(settings, modules, listening_on)
     return Litestar(
-        route_handlers=[*(route for module in modules for route in module.routes), *ops.routes, *live.routes],
+        route_handlers=[
+            *(route for module in modules for route in module.routes),
+            *ops.routes,
+            *live.routes,
+            *asyncapi.routes,
+        ],
         lifespan=[runtime.lifespan],
         dependencies={"session": Provide(provide_session), "user": Provide(provide_user)},
         exception_handlers=exception_handlers,
