@@ -71,8 +71,9 @@ async def test_each_event_is_on_the_documented_subject_with_the_documented_heade
 
 
 def readme_snippet() -> str:
-    [snippet] = re.findall(r"```js\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
-    return snippet
+    snippets: list[str] = re.findall(r"```js\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    assert len(snippets) == 1, "the README has one Node snippet, the one this test runs"
+    return snippets[0]
 
 
 def _node_or_skip() -> tuple[str, str]:
