@@ -31,6 +31,18 @@ def parse_id(value: str, field: str = "id") -> str:
     return canonical
 
 
+def parse_flag(value: str | None, field: str) -> bool | None:
+    """``true`` or ``false`` from a query, None when absent, else a 400 naming the field.
+
+    Stricter than Litestar's own booleans, which also take "1", "yes" and "null".
+    """
+    if value is None:
+        return None
+    if value not in {"true", "false"}:
+        raise BadRequest(f"{field} must be true or false", field=field)
+    return value == "true"
+
+
 def etag(version: int) -> str:
     return f'"{version}"'
 

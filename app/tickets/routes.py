@@ -13,8 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.common import paging
 from app.common.auth import CurrentUser, require_user
 from app.common.body import StrictJSON
-from app.common.errors import BadRequest
-from app.common.http import PathId, etag, parse_id
+from app.common.http import PathId, etag, parse_flag, parse_id
 from app.common.openapi import SIGNED_IN, errors, link, never_null, with_links
 from app.tickets import models, service
 from app.tickets.schemas import Ticket, TicketCreate, TicketUpdate
@@ -34,7 +33,7 @@ IfMatch = Annotated[
         schema_extra=never_null(OpenAPIType.STRING),
     ),
 ]
-# Read as text and judged here: Litestar would also take "1", "yes" and "null" for a boolean.
+# Read as text and judged by parse_flag: Litestar would also take "1", "yes" and "null".
 Available = Annotated[
     str | None,
     QueryParameter(
@@ -106,7 +105,7 @@ class TicketController(Controller):
         available: Available = None,
     ) -> Response[list[Ticket]]:
         rows = await service.list_tickets(
-            session, limit=limit + 1, after=paging.after(cursor), available=_boolean("available", available)
+            session, limit=limit + 1, after=paging.after(cursor), available=parse_flag(available, "available")
         )
         tickets, more = paging.page(rows, limit)
         headers = paging.next_link(request, tickets[-1].id) if more else None
@@ -160,11 +159,3 @@ class TicketController(Controller):
             if_match=if_match,
         )
         return _with_etag(ticket, HTTP_200_OK)
-
-
-def _boolean(name: str, value: str | None) -> bool | None:
-    if value is None:
-        return None
-    if value not in {"true", "false"}:
-        raise BadRequest(f"{name} must be true or false", field=name)
-    return value == "true"
