@@ -101,7 +101,13 @@ async def walk_through(url: str) -> None:
     )
     assert (edited.status_code, edited.headers["etag"], edited.parsed.version) == (200, '"1"', 1)
 
-    order = await create_order.asyncio(client=ada, body=models.OrderCreate(ticket_id=ticket_id))
+    async def ordered() -> Any:
+        # The orders module learns of the ticket through the bus: until then it answers 404.
+        answer = await create_order.asyncio_detailed(client=ada, body=models.OrderCreate(ticket_id=ticket_id))
+        assert answer.status_code in {201, 404}, answer.content
+        return answer.parsed if answer.status_code == 201 else None
+
+    order = await eventually(ordered, timeout=15, interval=0.05, what="the orders module to know the ticket")
     assert isinstance(order, models.Order), order
     # The order shows the orders module's copy of the ticket, as far as the events have brought it.
     assert (order.status, str(order.ticket.id)) == (models.OrderStatus.CREATED, str(ticket_id))
