@@ -54,8 +54,11 @@ async def schemathesis(url: str, env: dict[str, str], reports: Path) -> tuple[in
         "--report-dir",
         str(reports),
     ]
+    # Run elsewhere, so that hypothesis's working files stay out of the repository; the hooks
+    # module (tests.fuzz_hooks) is found through PYTHONPATH.
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))}
     process = await asyncio.create_subprocess_exec(
-        *command, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *command, cwd=reports.parent, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
     )
     try:
         output, _ = await asyncio.wait_for(process.communicate(), TIMEOUT)
