@@ -16,12 +16,13 @@ from litestar.openapi import OpenAPIConfig
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app import db, live, ops
+from app import asyncapi, db, live, ops
 from app.bus import Bus, create_bus
 from app.bus.deadletters import SqlDeadLetters
 from app.bus.outbox import OutboxBase, Relay, relay_info
+from app.common import openapi
 from app.common.auth import Tokens, provide_user
-from app.common.body import DecimalAsNumber
+from app.common.body import DecimalAsNumber, JSONBodiesOnly
 from app.common.errors import exception_handlers
 from app.common.module import Module
 from app.settings import Settings
@@ -177,7 +178,12 @@ def create_app(settings: Settings | None = None, *, listening_on: int | None = N
     modules = [load_module(name) for name in settings.modules]
     runtime = Runtime(settings, modules, listening_on)
     return Litestar(
-        route_handlers=[*(route for module in modules for route in module.routes), *ops.routes, *live.routes],
+        route_handlers=[
+            *(route for module in modules for route in module.routes),
+            *ops.routes,
+            *live.routes,
+            *asyncapi.routes,
+        ],
         lifespan=[runtime.lifespan],
         dependencies={"session": Provide(provide_session), "user": Provide(provide_user)},
         exception_handlers=exception_handlers,
@@ -186,7 +192,10 @@ def create_app(settings: Settings | None = None, *, listening_on: int | None = N
             title="ticketing",
             version="0.1.0",
             description="Tickets and orders kept consistent by versioned events.",
+            components=openapi.COMPONENTS,
+            use_handler_docstrings=True,
         ),
+        middleware=[JSONBodiesOnly()],
         state=State({"settings": settings, "runtime": runtime, "tokens": Tokens(settings.auth.jwt_secret)}),
         # Logging is the process's business (``ticketing run`` sets it up), not the app's.
         logging_config=None,

@@ -11,11 +11,13 @@ from litestar import Response, get, head, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.handlers.base import BaseRouteHandler
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 
 from app import db
 from app.common.errors import NotFound, Unauthorized
+from app.common.openapi import OPS_TOKEN, errors, without
 
 if TYPE_CHECKING:
     from app.main import Runtime
@@ -49,6 +51,9 @@ class DeadLetterView(msgspec.Struct, rename="camel"):
     failed_at: datetime
 
 
+_NEEDS_TOKEN = "Not authorized: /ops needs Authorization: Bearer $TICKETING_OPS_TOKEN"
+
+
 def _runtime(state: State) -> Runtime:
     runtime: Runtime = state.runtime
     return runtime
@@ -60,17 +65,28 @@ async def require_ops_token(connection: ASGIConnection[Any, Any, Any, Any], hand
         return
     scheme, _, token = connection.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise Unauthorized("Not authorized: /ops needs Authorization: Bearer $TICKETING_OPS_TOKEN")
+        raise Unauthorized(_NEEDS_TOKEN)
 
 
-@get("/health", tags=["ops"], cache_control=None)
+@get(
+    "/health",
+    tags=["ops"],
+    operation_id="health",
+    cache_control=None,
+    responses={
+        503: ResponseSpec(Health, description="The database or the bus does not answer", generate_examples=False)
+    },
+)
 async def health(state: State) -> Response[Health]:
     body = await _health(state)
     return Response(body, status_code=_status(body))
 
 
+_NO_BODY_503 = ResponseSpec(None, description="The database or the bus does not answer")
+
+
 # Uptime monitors and ``curl -I`` ask with HEAD: the same answer, without the body.
-@head("/health", tags=["ops"], cache_control=None)
+@head("/health", tags=["ops"], operation_id="healthHead", cache_control=None, responses={503: _NO_BODY_503})
 async def health_head(state: State) -> Response[None]:
     return Response(None, status_code=_status(await _health(state)))
 
@@ -93,7 +109,14 @@ async def _health(state: State) -> Health:
     )
 
 
-@get("/ops/bus", tags=["ops"], guards=[require_ops_token])
+@get(
+    "/ops/bus",
+    tags=["ops"],
+    operation_id="busCounters",
+    guards=[require_ops_token],
+    security=OPS_TOKEN,
+    responses=errors(401, says={401: _NEEDS_TOKEN}),
+)
 async def bus_counters(state: State) -> BusCounters:
     runtime = _runtime(state)
     stats = runtime.bus.stats
@@ -107,7 +130,14 @@ async def bus_counters(state: State) -> BusCounters:
     )
 
 
-@get("/ops/dead-letters", tags=["ops"], guards=[require_ops_token])
+@get(
+    "/ops/dead-letters",
+    tags=["ops"],
+    operation_id="deadLetters",
+    guards=[require_ops_token],
+    security=OPS_TOKEN,
+    responses=errors(401, says={401: _NEEDS_TOKEN}),
+)
 async def dead_letters(state: State) -> list[DeadLetterView]:
     runtime = _runtime(state)
     return [
@@ -135,8 +165,12 @@ class Replayed(msgspec.Struct):
 @post(
     "/ops/dead-letters/{dead_letter_id:str}/replay",
     tags=["ops"],
+    operation_id="replayDeadLetter",
     guards=[require_ops_token],
+    security=OPS_TOKEN,
     status_code=HTTP_202_ACCEPTED,
+    responses=errors(401, 404, says={401: _NEEDS_TOKEN, 404: ("No dead letter with id 3f2a…", "id")}),
+    operation_class=without(400),
 )
 async def replay_dead_letter(state: State, dead_letter_id: FromPath[str]) -> Replayed:
     replayed = await _runtime(state).bus.replay(dead_letter_id)

@@ -222,3 +222,34 @@ async def test_a_payload_too_deep_to_decode_is_dead_lettered_at_once_and_breaks_
             assert (await api.counters())["deadLettered"] == 1
         finally:
             feed.disconnect()
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "application/merge-patch+json", "application/json; v=2", None],
+)
+async def test_a_body_that_is_not_json_is_415_and_changes_nothing(
+    start_app: AppFactory, content_type: str | None
+) -> None:
+    headers = {"content-type": content_type} if content_type else {}
+    async with start_app() as api:
+        refused = await api.http.post(
+            "/api/tickets", content=b'{"title": "concert", "price": 20}', headers={**api.auth(), **headers}
+        )
+        form = await api.http.post("/api/users/signup", data={"email": "ada@example.com", "password": "long enough"})
+        listed = (await api.http.get("/api/tickets")).json()
+    expected = {"errors": [{"message": "A request body must be JSON: send Content-Type: application/json"}]}
+    assert (refused.status_code, refused.json()) == (415, expected)
+    assert (form.status_code, form.json()) == (415, expected)
+    assert listed == []
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "application/json; charset=utf-8", "Application/JSON"])
+async def test_json_with_or_without_a_charset_is_read(start_app: AppFactory, content_type: str) -> None:
+    async with start_app() as api:
+        response = await api.http.post(
+            "/api/tickets",
+            content=b'{"title": "concert", "price": 20}',
+            headers={**api.auth(), "content-type": content_type},
+        )
+    assert response.status_code == 201

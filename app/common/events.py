@@ -40,12 +40,16 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
 
 
 class TicketCreated(Event, frozen=True, kw_only=True):
+    """A ticket was put up for sale (version 0)."""
+
     title: str
     price: Decimal
     user_id: str
 
 
 class TicketUpdated(Event, frozen=True, kw_only=True):
+    """A ticket was saved: edited, reserved by an order or released; orderId is null when it is free."""
+
     title: str
     price: Decimal
     user_id: str
@@ -58,6 +62,8 @@ class OrderTicket(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class OrderCreated(Event, frozen=True, kw_only=True):
+    """An order reserved a ticket, until expiresAt."""
+
     status: OrderStatus
     user_id: str
     expires_at: datetime
@@ -69,6 +75,8 @@ class TicketRef(msgspec.Struct, frozen=True):
 
 
 class OrderCancelled(Event, frozen=True, kw_only=True):
+    """An order was cancelled (by its owner, or when it expired): its ticket is free again."""
+
     ticket: TicketRef
 
 

@@ -109,3 +109,5 @@ class Module:
     routes: Sequence[ControllerRouterHandler]
     listeners: Sequence[Listener[Any]] = ()
     workers: Sequence[Worker] = ()
+    #: The subjects this module publishes (its ``events.py``); the AsyncAPI document says so.
+    publishes: Sequence[Subjects] = ()

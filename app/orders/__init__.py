@@ -1,6 +1,7 @@
 """orders: orders for tickets, and this module's own copy of every ticket."""
 
 from app.common.module import Module
+from app.orders.events import PUBLISHES
 from app.orders.expiry import expire_orders
 from app.orders.listeners import listeners
 from app.orders.models import Base
@@ -12,4 +13,5 @@ module = Module(
     routes=[OrderController],
     listeners=listeners,
     workers=[expire_orders],
+    publishes=PUBLISHES,
 )

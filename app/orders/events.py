@@ -11,6 +11,7 @@ from app.common.events import OrderCancelled, OrderCreated, OrderTicket, Subject
 from app.orders.models import Order
 
 MODULE = "orders"
+PUBLISHES = (Subjects.ORDER_CREATED, Subjects.ORDER_CANCELLED)
 
 
 def stage_order_created(session: AsyncSession, order: Order, ticket_price: Decimal) -> None:

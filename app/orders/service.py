@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -16,6 +15,7 @@ from app.bus import Outcome, Retry
 from app.clock import utcnow
 from app.common.errors import Conflict, Forbidden, NotFound
 from app.common.events import OrderStatus
+from app.common.ids import new_id
 from app.common.versioning import Step, next_step
 from app.orders.events import stage_order_cancelled, stage_order_created
 from app.orders.models import Order, TicketReplica
@@ -32,7 +32,7 @@ async def create_order(session: AsyncSession, user_id: str, ticket_id: str) -> t
         raise Conflict("Ticket is already reserved", field="ticketId")
     now = utcnow()
     order = Order(
-        id=str(uuid.uuid4()),
+        id=new_id(),
         user_id=user_id,
         ticket_id=ticket_id,
         status=OrderStatus.CREATED,
@@ -52,14 +52,20 @@ async def create_order(session: AsyncSession, user_id: str, ticket_id: str) -> t
     return order, ticket
 
 
-async def list_orders(session: AsyncSession, user_id: str) -> Sequence[tuple[Order, TicketReplica]]:
-    rows = await session.execute(
+async def list_orders(
+    session: AsyncSession, user_id: str, *, limit: int, after: str | None = None
+) -> Sequence[tuple[Order, TicketReplica]]:
+    """Up to ``limit`` of the user's orders in id order (creation order, ids being UUIDv7), after ``after``."""
+    query = (
         select(Order, TicketReplica)
         .join(TicketReplica, TicketReplica.id == Order.ticket_id)
         .where(Order.user_id == user_id)
-        .order_by(Order.created_at, Order.id)
+        .order_by(Order.id)
+        .limit(limit)
     )
-    return [(order, ticket) for order, ticket in rows]
+    if after is not None:
+        query = query.where(Order.id > after)
+    return [(order, ticket) for order, ticket in await session.execute(query)]
 
 
 async def get_order(session: AsyncSession, user_id: str, order_id: str) -> tuple[Order, TicketReplica]:

@@ -9,6 +9,7 @@ from app.common.events import Subjects, TicketCreated, TicketUpdated
 from app.tickets.models import Ticket
 
 MODULE = "tickets"
+PUBLISHES = (Subjects.TICKET_CREATED, Subjects.TICKET_UPDATED)
 
 
 def stage_ticket_created(session: AsyncSession, ticket: Ticket) -> None:

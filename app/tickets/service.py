@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from decimal import Decimal
 
@@ -14,13 +13,14 @@ from app.bus import Outcome, Retry
 from app.common.errors import Conflict, Forbidden, NotFound, PreconditionFailed
 from app.common.events import OrderStatus
 from app.common.http import if_match_allows
+from app.common.ids import new_id
 from app.common.versioning import Step, next_step
 from app.tickets.events import stage_ticket_created, stage_ticket_updated
 from app.tickets.models import OrderReplica, Ticket
 
 
 async def create_ticket(session: AsyncSession, user_id: str, title: str, price: Decimal) -> Ticket:
-    ticket = Ticket(id=str(uuid.uuid4()), title=title, price=price, user_id=user_id)
+    ticket = Ticket(id=new_id(), title=title, price=price, user_id=user_id)
     session.add(ticket)
     await session.flush()  # assigns version 0, which the event carries
     stage_ticket_created(session, ticket)
@@ -28,8 +28,19 @@ async def create_ticket(session: AsyncSession, user_id: str, title: str, price: 
     return ticket
 
 
-async def list_tickets(session: AsyncSession) -> Sequence[Ticket]:
-    return (await session.scalars(select(Ticket).order_by(Ticket.title, Ticket.id))).all()
+async def list_tickets(
+    session: AsyncSession, *, limit: int, after: str | None = None, available: bool | None = None
+) -> Sequence[Ticket]:
+    """Up to ``limit`` tickets in id order (creation order, ids being UUIDv7), from just after ``after``.
+
+    ``available``: only tickets no order holds (True), only held ones (False), or all (None).
+    """
+    query = select(Ticket).order_by(Ticket.id).limit(limit)
+    if after is not None:
+        query = query.where(Ticket.id > after)
+    if available is not None:
+        query = query.where(Ticket.order_id.is_(None) if available else Ticket.order_id.is_not(None))
+    return (await session.scalars(query)).all()
 
 
 async def get_ticket(session: AsyncSession, ticket_id: str) -> Ticket:

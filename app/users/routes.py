@@ -9,16 +9,30 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from app.common.auth import SESSION_COOKIE, CurrentUser, Tokens, current_user
+from app.common import auth
+from app.common.auth import SESSION_COOKIE, Tokens
 from app.common.body import StrictJSON
-from app.users import service
-from app.users.models import User
-from app.users.schemas import Credentials, CurrentUserView, SignedIn, SignInCredentials, UserView
+from app.common.openapi import OPTIONALLY_SIGNED_IN, errors
+from app.users import models, service
+from app.users.schemas import Credentials, CurrentUser, SignedIn, User, UserCreate
+
+# How the session cookie looks, for the document; the real one carries the token.
+_SESSION_SET = Cookie(
+    key=SESSION_COOKIE,
+    value="<the token>",
+    httponly=True,
+    samesite="lax",
+    path="/",
+    documentation_only=True,
+    description="The same token as the body's, for browsers",
+)
+# Cleared at sign-out: Litestar sends this with every answer of that route.
+_SESSION_CLEARED = Cookie(key=SESSION_COOKIE, value="", path="/", max_age=0, description="Cleared")
 
 
-def _signed_in(state: State, user: User, status_code: int) -> Response[SignedIn]:
+def _signed_in(state: State, user: models.User, status_code: int) -> Response[SignedIn]:
     tokens: Tokens = state.tokens
-    token = tokens.issue(CurrentUser(user.id, user.email))
+    token = tokens.issue(auth.CurrentUser(user.id, user.email))
     cookie = Cookie(
         key=SESSION_COOKIE,
         value=token,
@@ -34,27 +48,56 @@ class UserController(Controller):
     path = "/api/users"
     tags = ["users"]
 
-    @post("/signup", dto=StrictJSON[Credentials], return_dto=None, status_code=HTTP_201_CREATED)
+    @post(
+        "/signup",
+        operation_id="signUp",
+        dto=StrictJSON[UserCreate],
+        return_dto=None,
+        status_code=HTTP_201_CREATED,
+        response_cookies=[_SESSION_SET],
+        responses=errors(
+            400,
+            409,
+            body=True,
+            says={400: ("email must be a valid email address", "email"), 409: ("Email in use", "email")},
+        ),
+    )
     async def sign_up(
-        self, data: JSONBody[Credentials], session: NamedDependency[AsyncSession], state: State
+        self, data: JSONBody[UserCreate], session: NamedDependency[AsyncSession], state: State
     ) -> Response[SignedIn]:
-        user = await service.sign_up(session, data.normalized_email, data.password)
+        """Create an account; the answer carries a token and sets it as the session cookie."""
+        user = await service.sign_up(session, data.email, data.password)
         return _signed_in(state, user, HTTP_201_CREATED)
 
-    @post("/signin", dto=StrictJSON[SignInCredentials], return_dto=None, status_code=HTTP_200_OK)
+    @post(
+        "/signin",
+        operation_id="signIn",
+        dto=StrictJSON[Credentials],
+        return_dto=None,
+        status_code=HTTP_200_OK,
+        response_cookies=[_SESSION_SET],
+        responses=errors(
+            400, 401, body=True, says={400: ("password must be supplied", "password"), 401: "Invalid credentials"}
+        ),
+    )
     async def sign_in(
-        self, data: JSONBody[SignInCredentials], session: NamedDependency[AsyncSession], state: State
+        self, data: JSONBody[Credentials], session: NamedDependency[AsyncSession], state: State
     ) -> Response[SignedIn]:
-        user = await service.sign_in(session, data.normalized_email, data.password)
+        """A fresh token for an existing account, also set as the session cookie."""
+        user = await service.sign_in(session, data.email, data.password)
         return _signed_in(state, user, HTTP_200_OK)
 
-    @post("/signout", status_code=HTTP_204_NO_CONTENT)
-    async def sign_out(self) -> Response[None]:
-        response = Response(None, status_code=HTTP_204_NO_CONTENT)
-        response.delete_cookie(SESSION_COOKIE, path="/")
-        return response
+    @post(
+        "/signout",
+        operation_id="signOut",
+        status_code=HTTP_204_NO_CONTENT,
+        response_cookies=[_SESSION_CLEARED],
+    )
+    async def sign_out(self) -> None:
+        """Clear the session cookie."""
 
-    @get("/currentuser")
-    async def current_user(self, request: Request[Any, Any, Any]) -> CurrentUserView:
-        user = current_user(request)
-        return CurrentUserView(UserView(user.id, user.email) if user else None)
+    @get("/currentuser", operation_id="currentUser", security=OPTIONALLY_SIGNED_IN)
+    async def current_user(self, request: Request[Any, Any, Any]) -> CurrentUser:
+        """Who the credentials name, or null."""
+        user = auth.current_user(request)
+        return CurrentUser(User(user.id, user.email) if user else None)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -10,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.common.errors import Conflict, Unauthorized
+from app.common.ids import new_id
 from app.users.models import User
 
 # Argon2id with RFC 9106's low-memory profile (64 MiB, 3 passes): memory-hard on purpose. Named,
@@ -34,7 +34,7 @@ async def _verify(password_hash: str, password: str) -> bool:
 async def sign_up(session: AsyncSession, email: str, password: str) -> User:
     if await session.scalar(select(User.id).where(User.email == email)) is not None:
         raise Conflict("Email in use", field="email")
-    user = User(id=str(uuid.uuid4()), email=email, password_hash=await _hash(password))
+    user = User(id=new_id(), email=email, password_hash=await _hash(password))
     session.add(user)
     try:
         await session.commit()
