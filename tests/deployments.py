@@ -24,7 +24,7 @@ from app import db
 from app.common.auth import CurrentUser, Tokens
 from app.main import Runtime, create_app
 from app.settings import AuthSettings, BusSettings, DatabaseSettings, Settings
-from tests.helpers import eventually
+from app.waiting import eventually
 from tests.processes import AppProcess
 
 JWT_SECRET = "tests-only-secret-of-decent-length"

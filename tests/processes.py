@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.helpers import eventually
+from app.waiting import eventually
 
 
 def free_port() -> int:

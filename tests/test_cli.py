@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.waiting import eventually
 from tests.conftest import JWT_SECRET, Api
-from tests.helpers import eventually
 from tests.processes import AppProcess
 
 pytestmark = pytest.mark.slow

@@ -50,7 +50,7 @@ from app.tickets import service as tickets_service
 from app.tickets.listeners import listeners as tickets_listeners
 from app.tickets.models import Base as TicketsBase
 from app.tickets.models import OrderReplica, Ticket
-from tests.helpers import eventually
+from app.waiting import eventually
 
 pytestmark = pytest.mark.slow
 

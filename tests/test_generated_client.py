@@ -20,7 +20,7 @@ from uuid import UUID
 
 import pytest
 
-from tests.helpers import eventually
+from app.waiting import eventually
 from tests.processes import AppProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]

@@ -31,7 +31,7 @@ from app.live.routes import QUEUE_LIMIT
 from app.live.server import listen, serving
 from app.main import Runtime, create_app
 from app.settings import AuthSettings, BusSettings, DatabaseSettings, Settings
-from tests.helpers import eventually
+from app.waiting import eventually
 from tests.processes import AppProcess
 
 if TYPE_CHECKING:

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from app.orders.models import TicketReplica
+from app.waiting import eventually
 from tests.conftest import Api, AppFactory
 from tests.deployments import nats_bus_url
-from tests.helpers import eventually
 from tests.nats_server import NatsServer
 
 pytestmark = pytest.mark.nats

@@ -7,8 +7,6 @@ database, so it works the same whatever the rest of the demo runs on.
 
 from __future__ import annotations
 
-import asyncio
-import time
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -21,6 +19,7 @@ from app.bus.memory import Chaos, MemoryBus
 from app.clock import utcnow
 from app.common.events import QueueGroups, Subjects, TicketUpdated
 from app.demo.narrator import Narrator, money
+from app.waiting import eventually
 
 _encode = msgspec.json.Encoder(decimal_format="number").encode
 _decode = msgspec.json.Decoder(TicketUpdated).decode
@@ -90,11 +89,7 @@ async def run_naive(seed: int, prices: list[Decimal], *, timeout: float = 10.0) 
                 for update in updates
             ]
         )
-        deadline = time.monotonic() + timeout
-        while bus.pending:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the chaotic bus did not deliver everything within {timeout}s")
-            await asyncio.sleep(0.005)
+        await eventually(lambda: not bus.pending, timeout=timeout, what="the chaotic bus to deliver everything")
     finally:
         await bus.close()
     return run

@@ -12,8 +12,7 @@ import contextlib
 import logging
 import secrets
 import tempfile
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +25,7 @@ from app.bus.memory import Chaos, MemoryBus
 from app.live.feed import FeedEvent, delivery_event, published_event
 from app.live.server import listen, serving
 from app.settings import AuthSettings, BusSettings, DatabaseSettings, Settings
+from app.waiting import eventually
 
 T = TypeVar("T")
 
@@ -37,23 +37,6 @@ CHAOS_DELAY = 0.05
 
 class SetupError(RuntimeError):
     """The demo cannot run against this target (unreachable, missing modules, bad settings)."""
-
-
-async def until(check: Callable[[], Awaitable[T | None]], *, timeout: float = 30.0, what: str = "it") -> T:
-    """The first result of ``check`` that is not None, polled; TimeoutError naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while (result := await check()) is None:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout:.0f}s for {what}")
-        await asyncio.sleep(0.01)
-    return result
-
-
-async def until_true(check: Callable[[], bool], *, timeout: float = 30.0, what: str = "it") -> None:
-    async def poll() -> bool | None:
-        return True if check() else None
-
-    await until(poll, timeout=timeout, what=what)
 
 
 class LogCapture(logging.Handler):
@@ -121,7 +104,7 @@ class Target:
                 return False
             return True if response.json()["pending"] == 0 else None
 
-        return await until(idle, timeout=timeout, what="the app's bus to settle (pending 0 in /ops/bus)")
+        return bool(await eventually(idle, timeout=timeout, what="the app's bus to settle (pending 0 in /ops/bus)"))
 
     async def chaotic(self) -> bool:
         if self.bus is not None:

@@ -16,8 +16,9 @@ from typing import Any
 from app.common.events import QueueGroups, Subjects
 from app.demo.naive import tell_problem
 from app.demo.narrator import Narrator, money
-from app.demo.target import Target, until, until_true
+from app.demo.target import Target
 from app.live.feed import FeedEvent
+from app.waiting import eventually
 
 ORDERS = QueueGroups.ORDERS.value
 EDITS = 6
@@ -124,7 +125,7 @@ class Walkthrough:
             events = [event for event in observer.about(ticket_id) if event.subject == subject]
             return any(event.result == "published" for event in events) and applied(events, subject)[version] == 1
 
-        await until_true(applied_once, what=f"{subject} v{version} to be applied by {ORDERS}")
+        await eventually(applied_once, what=f"{subject} v{version} to be applied by {ORDERS}")
         logs = self.target.logs
         if logs is None:
             self.show_events([event for event in observer.about(ticket_id) if event.subject == subject])
@@ -177,7 +178,7 @@ class Walkthrough:
             round_start = len(observer.events)
             edited = await self.edit_prices()
             versions += edited
-            await until_true(
+            await eventually(
                 self._all_applied(edited, round_start), what=f"{ORDERS} to apply versions {edited[0]} to {edited[-1]}"
             )
             retried = [e for e in observer.about(ticket_id, start) if e.group == ORDERS and e.result == "retried"]
@@ -256,14 +257,14 @@ class Walkthrough:
         start = self.order_mark
         self.n.say("order:created reaches the tickets module, which marks the ticket reserved by that order.")
         self.n.say("That is a save, so a new version, and ticket:updated keeps the orders module's copy current.")
-        held = await until(self._held_by(order_id), what="the tickets module to reserve the ticket")
+        held = await eventually(self._held_by(order_id), what="the tickets module to reserve the ticket")
         self.n.check(True, f"the ticket is reserved by the order (orderId set, version {held['version']})")
         body = {"title": "concert", "price": held["price"] + 5}
         refused = await self.call("PUT", path, body, expect=409)
         self.n.check("reserved" in refused["errors"][0]["message"], "the refusal says why: the ticket is reserved")
         await self.call("DELETE", f"/api/orders/{order_id}", expect=204)
         self.n.say("order:cancelled reaches the tickets module, which releases the ticket: another version.")
-        free = await until(self._held_by(None), what="the tickets module to release the ticket")
+        free = await eventually(self._held_by(None), what="the tickets module to release the ticket")
         self.n.check(True, f"the ticket is free again (orderId null, version {free['version']})")
         self.ticket = await self.call("PUT", path, body, expect=200)
         version, price = self.ticket["version"], self.ticket["price"]
@@ -273,7 +274,7 @@ class Walkthrough:
             copy = order["ticket"]
             return order if (copy["version"], copy["price"]) == (version, price) else None
 
-        order = await until(copy_caught_up, what="the orders module's copy to catch up")
+        order = await eventually(copy_caught_up, what="the orders module's copy to catch up")
         self.n.say("The events of this step:")
         self.show_events(self.target.observer.about(self.ticket["id"], start))
         self.n.check(

@@ -14,8 +14,8 @@ import pytest
 
 from app.bus import Bus, BusClosedError, DeadLetter, Delivery, DeliveryPolicy, Message, Outcome, Retry, Unprocessable
 from app.clock import utcnow
+from app.waiting import eventually
 from tests.bus.conftest import DURABLE_BACKENDS, FAST, Harness
-from tests.helpers import eventually
 
 # A backoff far longer than the tests wait: only a wake-up can bring an early delivery back in time.
 SLOW_RETRIES = DeliveryPolicy(max_deliver=4, backoff=3.0, backoff_max=3.0)

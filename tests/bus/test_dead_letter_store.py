@@ -10,8 +10,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from app.bus import Delivery, DeliveryPolicy
 from app.bus.deadletters import SqlDeadLetters
 from app.bus.memory import MemoryBus
+from app.waiting import eventually
 from tests.bus.test_contract import Versions, message, versions
-from tests.helpers import eventually
 
 FAILING_FAST = DeliveryPolicy(max_deliver=2, backoff=0.001, backoff_max=0.002, max_wait=0.2)
 

@@ -10,8 +10,8 @@ import pytest
 from app.bus import Delivery, DeliveryPolicy, Retry, create_bus, signals
 from app.bus.memory import Chaos, MemoryBus
 from app.settings import SettingsError
+from app.waiting import eventually
 from tests.bus.test_contract import message
-from tests.helpers import eventually
 
 
 async def deliveries_under_chaos(seed: int, count: int = 100) -> tuple[list[str], list[str]]:

@@ -21,9 +21,9 @@ from app import db
 from app.bus import Bus, Delivery, DeliveryPolicy, Handler, Outcome
 from app.bus.nats import durable_name
 from app.bus.outbox import OutboxBase, Relay
+from app.waiting import eventually
 from tests.bus.conftest import FAST, NatsHarness
 from tests.bus.test_contract import Versions, message, unique
-from tests.helpers import eventually
 from tests.nats_server import NatsServer
 
 pytestmark = pytest.mark.nats

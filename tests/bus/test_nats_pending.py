@@ -10,9 +10,9 @@ import nats
 import pytest
 
 from app.bus import Delivery
+from app.waiting import eventually
 from tests.bus.conftest import FAST, NatsHarness
 from tests.bus.test_contract import message, unique
-from tests.helpers import eventually
 from tests.nats_server import NatsServer
 
 pytestmark = pytest.mark.nats

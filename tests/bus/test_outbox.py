@@ -18,8 +18,8 @@ from app import db
 from app.bus import Delivery, DeliveryPolicy, Message, Retry
 from app.bus.memory import MemoryBus
 from app.bus.outbox import OutboxBase, OutboxRecord, Relay, relay_info, stage
+from app.waiting import eventually
 from tests.bus.test_contract import message
-from tests.helpers import eventually
 
 
 class Base(DeclarativeBase):

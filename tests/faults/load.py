@@ -17,9 +17,9 @@ from typing import Any
 
 import httpx
 
+from app.waiting import eventually
 from tests.conftest import Api
 from tests.deployments import Router
-from tests.helpers import eventually
 
 # A request that gets no answer within this long is written down as unanswered; the load goes on.
 REQUEST_TIMEOUT = 3.0

@@ -11,8 +11,8 @@ from app.clock import utcnow
 from app.common.events import OrderStatus
 from app.orders import expiry
 from app.orders.models import Order
+from app.waiting import eventually
 from tests.conftest import Api, AppFactory
-from tests.helpers import eventually
 
 
 async def reserved_order(api: Api) -> tuple[dict[str, object], dict[str, object], dict[str, str]]:
