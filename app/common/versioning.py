@@ -1,4 +1,4 @@
-"""The version rule every listener follows: apply only the next version."""
+"""Versions: how every save bumps one, the rule every listener follows (apply only the next one), and losing a race."""
 
 from __future__ import annotations
 
@@ -11,6 +11,26 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from app.bus import Retry
+
+
+def next_version(current: int | None) -> int:
+    """``version_id_generator`` of the records a module owns: 0 first, as in the original
+    (mongoose-update-if-current), then one more at every save."""
+    return 0 if current is None else current + 1
+
+
+async def saved(session: AsyncSession) -> bool:
+    """Flush the session's changes, each an ``UPDATE ... WHERE version = <the version read>``.
+
+    False when another writer saved one of those records first: the transaction is then rolled
+    back, and the use case that owns it answers (a 409, say) or reads again.
+    """
+    try:
+        await session.flush()
+    except StaleDataError:
+        await session.rollback()
+        return False
+    return True
 
 
 class Step(Enum):
@@ -36,6 +56,9 @@ def next_step(record: str, stored: int | None, incoming: int) -> Step:
 @asynccontextmanager
 async def retry_if_raced(session: AsyncSession) -> AsyncIterator[None]:
     """A listener's write that loses an optimistic-locking race is retried, not failed.
+
+    Used by whoever opened the listener's session (``BoundListener``), which owns its transaction:
+    the listener-side use cases never commit or roll back themselves.
 
     Losing means a stale version (another writer saved first) or a duplicate key (another
     delivery of the same event inserted first); either way the next attempt re-reads.

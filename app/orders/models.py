@@ -8,16 +8,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.clock import utcnow
 from app.common.events import OrderStatus
+from app.common.versioning import next_version
 from app.db import Money, UTCDateTime
 
 
 class Base(DeclarativeBase):
     metadata = MetaData()
-
-
-def _next_version(current: int | None) -> int:
-    # Versions start at 0, as in the original (mongoose-update-if-current).
-    return 0 if current is None else current + 1
 
 
 class TicketReplica(Base):
@@ -59,4 +55,4 @@ class Order(Base):
         # The expiry worker looks for the next order due.
         Index("ix_orders_order_expiry", "expires_at"),
     )
-    __mapper_args__ = {"version_id_col": version, "version_id_generator": _next_version}
+    __mapper_args__ = {"version_id_col": version, "version_id_generator": next_version}

@@ -1,4 +1,9 @@
-"""The orders module's use cases; each one is one transaction, committed here."""
+"""The orders module's use cases.
+
+Those a route or the expiry worker calls are each one transaction, and commit it. Those a
+listener calls (``copy_ticket``, ``update_ticket_copy``) work in the listener's transaction: the
+bus's listener binding opened the session, and it commits or rolls back; they never do.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,13 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.exc import StaleDataError
 
 from app.bus import Outcome, Retry
 from app.clock import utcnow
 from app.common.errors import Conflict, Forbidden, NotFound
 from app.common.events import OrderStatus
 from app.common.ids import new_id
-from app.common.versioning import Step, next_step
+from app.common.versioning import Step, next_step, saved
 from app.orders.events import stage_order_cancelled, stage_order_created
 from app.orders.models import Order, TicketReplica
 
@@ -86,15 +90,12 @@ async def cancel_order(session: AsyncSession, user_id: str, order_id: str) -> Or
     if order.status == OrderStatus.COMPLETE:
         raise Conflict("A completed order cannot be cancelled")
     order.status = OrderStatus.CANCELLED
-    try:
-        await session.flush()
-    except StaleDataError:
+    if not await saved(session):
         # Someone saved the order first; if that was a cancellation, this one is done too.
-        await session.rollback()
         order, _ = await get_order(session, user_id, order_id)
         if order.status == OrderStatus.CANCELLED:
             return order
-        raise Conflict("The order was changed meanwhile; reload it and retry") from None
+        raise Conflict("The order was changed meanwhile; reload it and retry")
     stage_order_cancelled(session, order)
     await session.commit()
     return order
@@ -117,12 +118,8 @@ async def expire_order(session: AsyncSession, order_id: str, now: datetime) -> b
     if order is None or order.status not in EXPIRABLE or order.expires_at > now:
         return False
     order.status = OrderStatus.CANCELLED
-    try:
-        await session.flush()
-    except StaleDataError:
-        # Cancelled (or paid) by someone else meanwhile: their change stands.
-        await session.rollback()
-        return False
+    if not await saved(session):
+        return False  # cancelled (or paid) by someone else meanwhile: their change stands
     stage_order_cancelled(session, order)
     await session.commit()
     return True
@@ -134,19 +131,17 @@ async def expired_orders(session: AsyncSession, now: datetime, limit: int = 100)
 
 
 async def copy_ticket(session: AsyncSession, ticket_id: str, title: str, price: Decimal, version: int) -> Outcome:
-    """ticket:created: start this module's copy of the ticket, at the version it was created with."""
-    next_step("ticket", None, version)  # a first version other than 0 waits for its predecessors
-    # Insert first, look later: a creation is nearly always new, and this saves a query per event.
+    """ticket:created: start this module's copy of the ticket, at the version it was created with.
+
+    A copy made meanwhile by a concurrent delivery of the same event makes the insert fail: the
+    listener's transaction is then rolled back by its owner, and the next attempt finds the copy.
+    """
+    known = await session.get(TicketReplica, ticket_id)
+    if next_step("ticket", None if known is None else known.version, version) is Step.DUPLICATE:
+        return Outcome.DUPLICATE
     session.add(TicketReplica(id=ticket_id, title=title, price=price, version=version))
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-    else:
-        return Outcome.APPLIED
-    if await session.get(TicketReplica, ticket_id) is None:
-        raise Retry(f"ticket {ticket_id}: the copy that blocked this insert has gone; trying again")
-    return Outcome.DUPLICATE
+    await session.flush()
+    return Outcome.APPLIED
 
 
 async def copy_ticket_in_batch(

@@ -6,16 +6,12 @@ from sqlalchemy import Index, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.common.events import OrderStatus
+from app.common.versioning import next_version
 from app.db import Money
 
 
 class Base(DeclarativeBase):
     metadata = MetaData()
-
-
-def _next_version(current: int | None) -> int:
-    # Versions start at 0, as in the original (mongoose-update-if-current).
-    return 0 if current is None else current + 1
 
 
 class Ticket(Base):
@@ -30,7 +26,7 @@ class Ticket(Base):
     order_id: Mapped[str | None] = mapped_column(String(36), default=None)
     version: Mapped[int] = mapped_column()
 
-    __mapper_args__ = {"version_id_col": version, "version_id_generator": _next_version}
+    __mapper_args__ = {"version_id_col": version, "version_id_generator": next_version}
 
 
 class OrderReplica(Base):

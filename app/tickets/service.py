@@ -1,4 +1,9 @@
-"""The tickets module's use cases; each one is one transaction, committed here."""
+"""The tickets module's use cases.
+
+Those a route calls (create, update) are each one transaction, and commit it. Those a listener
+calls (``hold_for_order``, ``release_for_order``) work in the listener's transaction: the bus's
+listener binding opened the session, and it commits or rolls back; they never do.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,13 @@ from decimal import Decimal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.exc import StaleDataError
 
 from app.bus import Outcome, Retry
 from app.common.errors import Conflict, Forbidden, NotFound, PreconditionFailed
 from app.common.events import OrderStatus
 from app.common.http import if_match_allows
 from app.common.ids import new_id
-from app.common.versioning import Step, next_step
+from app.common.versioning import Step, next_step, saved
 from app.tickets.events import stage_ticket_created, stage_ticket_updated
 from app.tickets.models import OrderReplica, Ticket
 
@@ -69,12 +73,8 @@ async def update_ticket(
     ticket.title, ticket.price = title, price
     if not session.is_modified(ticket):
         return ticket  # nothing to save, so no new version and no event
-    try:
-        # UPDATE ... WHERE version = <the version read>: a concurrent save makes this fail.
-        await session.flush()
-    except StaleDataError:
-        await session.rollback()
-        raise Conflict("The ticket was changed by someone else meanwhile; reload it and retry") from None
+    if not await saved(session):
+        raise Conflict("The ticket was changed by someone else meanwhile; reload it and retry")
     stage_ticket_updated(session, ticket)
     await session.commit()
     return ticket
