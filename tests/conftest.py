@@ -27,9 +27,9 @@ from app.main import load_module
 from app.settings import KNOWN_MODULES
 from app.users import service as users_service
 from tests.deployments import FAST_BUS, JWT_SECRET, Api, in_process, make_settings, nats_bus_url, split
-from tests.nats_server import nats_server, own_nats_server
+from tests.nats_server import nats_cluster, nats_server, own_nats_server
 
-__all__ = ["JWT_SECRET", "Api", "make_settings", "nats_server", "own_nats_server"]
+__all__ = ["JWT_SECRET", "Api", "make_settings", "nats_cluster", "nats_server", "own_nats_server"]
 
 STRICT = os.environ.get("TICKETING_TEST_STRICT") == "1"
 T = TypeVar("T")

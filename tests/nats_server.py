@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,11 +50,15 @@ def free_port() -> int:
 class NatsServer:
     """One nats-server process with JetStream; ``restart()`` keeps its port and its store."""
 
-    def __init__(self, binary: str, *, port: int | None = None, store: Path | None = None) -> None:
+    def __init__(
+        self, binary: str, *, port: int | None = None, store: Path | None = None, cluster: list[str] | None = None
+    ) -> None:
         self.binary = binary
         self.port = port or free_port()
         self._own_store = store is None
         self.store = store or Path(tempfile.mkdtemp(prefix="ticketing-nats-"))
+        # Extra arguments that make it one node of a cluster (see NatsCluster).
+        self.cluster = cluster or []
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -73,7 +78,7 @@ class NatsServer:
             return
         # The log tells when JetStream has recovered its streams: "Server is ready" comes after.
         self.log_file.unlink(missing_ok=True)
-        command = [self.binary, "-js", "-sd", str(self.store), "-p", str(self.port), "-a", "127.0.0.1"]
+        command = [self.binary, "-js", "-sd", str(self.store), "-p", str(self.port), "-a", "127.0.0.1", *self.cluster]
         self._process = subprocess.Popen(
             [*command, "-l", str(self.log_file)],
             stdin=subprocess.DEVNULL,
@@ -114,24 +119,81 @@ class NatsServer:
         while True:
             assert self._process is not None
             if self._process.poll() is not None:
-                raise RuntimeError(f"nats-server exited with {self._process.returncode}:\n{self._log()}")
-            if READY_LINE in self._log() and self._accepts_connections():
+                raise RuntimeError(f"nats-server exited with {self._process.returncode}:\n{self.log()}")
+            if self._ready() and self._accepts_connections():
                 return
             if time.monotonic() > deadline:
                 self.stop()
-                raise RuntimeError(f"nats-server not ready after {timeout}s:\n{self._log()}")
+                raise RuntimeError(f"nats-server not ready after {timeout}s:\n{self.log()}")
             time.sleep(0.01)
+
+    def _ready(self) -> bool:
+        # A cluster node says it is ready before its JetStream has a leader; NatsCluster waits for that.
+        return READY_LINE in self.log()
 
     def _accepts_connections(self) -> bool:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
             return True
         return False
 
-    def _log(self) -> str:
+    def log(self) -> str:
         try:
             return self.log_file.read_text(errors="replace")
         except FileNotFoundError:
             return ""
+
+
+class NatsCluster:
+    """Three nats-servers clustered on loopback (private ports and stores), JetStream replicated across them."""
+
+    def __init__(self, binary: str, size: int = 3) -> None:
+        name = f"ticketing-{os.getpid()}-{free_port()}"
+        routes = [free_port() for _ in range(size)]
+        route_urls = ",".join(f"nats://127.0.0.1:{port}" for port in routes)
+        self.nodes = [
+            NatsServer(
+                binary,
+                cluster=[
+                    "--server_name",
+                    f"n{index}",
+                    "--cluster_name",
+                    name,
+                    "--cluster",
+                    f"nats://127.0.0.1:{route}",
+                    "--routes",
+                    route_urls,
+                ],
+            )  # fmt: skip
+            for index, route in enumerate(routes)
+        ]
+
+    @property
+    def url(self) -> str:
+        """Every node, as a bus URL lists them: ``nats://h1:p1,h2:p2,h3:p3``."""
+        return "nats://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self, timeout: float = 30.0) -> None:
+        # Started together: each node's JetStream waits for the others to elect a leader.
+        processes = [threading.Thread(target=node.start, args=(timeout,)) for node in self.nodes]
+        for thread in processes:
+            thread.start()
+        for thread in processes:
+            thread.join()
+        missing = [node.port for node in self.nodes if not node.running]
+        if missing:
+            raise RuntimeError(f"cluster nodes on ports {missing} did not start")
+        self._wait_for_a_leader(timeout)
+
+    def _wait_for_a_leader(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not any("JetStream cluster new metadata leader" in node.log() for node in self.nodes):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the cluster elected no JetStream leader:\n" + self.nodes[0].log())
+            time.sleep(0.05)
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
 
 
 def binary_or_skip() -> str:
@@ -167,6 +229,17 @@ def nats_server() -> Iterator[NatsServer]:
     """One server for the whole session; tests keep apart by using a stream each."""
     with started(binary_or_skip()) as server:
         yield server
+
+
+@pytest.fixture
+def nats_cluster() -> Iterator[NatsCluster]:
+    """Three nodes for one test alone, which it may kill and restart one by one."""
+    cluster = NatsCluster(binary_or_skip())
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.cleanup()
 
 
 @pytest.fixture

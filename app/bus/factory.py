@@ -14,7 +14,7 @@ T = TypeVar("T")
 
 _POLICY_OPTIONS: dict[str, type] = {"max_deliver": int, "backoff": float, "backoff_max": float, "max_wait": float}
 _MEMORY_OPTIONS: dict[str, type] = {"chaos": int, "chaos_delay": float, "chaos_duplicates": float, "retain": int}
-_NATS_OPTIONS: dict[str, type] = {"stream": str, "ack_wait": float, "batch": int, "max_age": float}
+_NATS_OPTIONS: dict[str, type] = {"stream": str, "ack_wait": float, "batch": int, "max_age": float, "replicas": int}
 
 
 def create_bus(url: str, *, dead_letters: DeadLetters | None = None) -> Bus:
@@ -28,8 +28,8 @@ def create_bus(url: str, *, dead_letters: DeadLetters | None = None) -> Bus:
 
     NATS also takes ``stream`` (the JetStream stream, default TICKETING), ``ack_wait`` (seconds
     before an unanswered delivery goes to another member, default 5), ``batch`` (messages a
-    member pulls at a time, default 128) and ``max_age`` (seconds of history the stream keeps,
-    default 0: all).
+    member pulls at a time, default 128), ``max_age`` (seconds of history the stream keeps,
+    default 0: all) and ``replicas`` (copies of each stream in a cluster, default 1).
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()

@@ -93,8 +93,9 @@ class NatsBus(Bus):
         self._nc = nc
         self._js = js = nc.jetstream(timeout=options.publish_timeout)
         try:
-            await layout.ensure_stream(js, options.stream, [options.events(">"), options.replays(">")], options.max_age)
-            await layout.ensure_stream(js, options.dead_stream, [options.dead(">")])
+            events = [options.events(">"), options.replays(">")]
+            await layout.ensure_stream(js, options.stream, events, options.max_age, options.replicas)
+            await layout.ensure_stream(js, options.dead_stream, [options.dead(">")], replicas=options.replicas)
         except BaseException as exc:
             self._nc = self._js = None
             await nc.close()
@@ -258,7 +259,14 @@ class NatsBus(Bus):
         return True
 
     def describe(self) -> str:
-        return f"{self.kind} {self.options.shown} (JetStream, stream {self.options.stream})"
+        copies = f", {self.options.replicas} replicas" if self.options.replicas > 1 else ""
+        return f"{self.kind} {self.options.shown} (JetStream, stream {self.options.stream}{copies})"
+
+    @property
+    def connected_to(self) -> str | None:
+        """The server of the cluster this process talks to now (host:port), if connected."""
+        url = self._nc.connected_url if self._nc is not None else None
+        return f"{url.hostname}:{url.port}" if url is not None else None
 
     @property
     def pending(self) -> int:

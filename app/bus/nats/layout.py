@@ -30,8 +30,13 @@ def check_subject(subject: str) -> str:
     return subject
 
 
-async def ensure_stream(js: JetStreamContext, name: str, subjects: list[str], max_age: float = 0.0) -> None:
-    """``max_age`` seconds of history (0: all of it), which is what a group subscribing late can get."""
+async def ensure_stream(
+    js: JetStreamContext, name: str, subjects: list[str], max_age: float = 0.0, replicas: int = 1
+) -> None:
+    """``max_age`` seconds of history (0: all of it), which is what a group subscribing late can get.
+
+    ``replicas`` copies on as many servers of a cluster; the consumers inherit it.
+    """
     config = api.StreamConfig(
         name=name,
         subjects=subjects,
@@ -39,6 +44,7 @@ async def ensure_stream(js: JetStreamContext, name: str, subjects: list[str], ma
         storage=api.StorageType.FILE,
         duplicate_window=120.0 if not max_age else min(120.0, max_age),
         max_age=max_age or None,
+        num_replicas=replicas,
     )
     try:
         # Idempotent: several processes start at once, and a restart finds the stream there.

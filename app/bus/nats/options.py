@@ -23,6 +23,8 @@ class NatsOptions:
     ack_wait: float = 5.0
     batch: int = 128
     max_age: float = 0.0
+    # Copies JetStream keeps of each stream (and of its consumers), on as many servers of a cluster.
+    replicas: int = 1
     pull_expires: float = 5.0
     publish_timeout: float = 5.0
     connect_timeout: float = 10.0
@@ -43,6 +45,8 @@ class NatsOptions:
         for name in ("batch", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        if not 1 <= self.replicas <= 5:
+            raise ValueError("replicas must be 1 to 5 (JetStream keeps at most 5 copies)")
         # Subjects live under the stream's lower-cased name, so that streams never overlap.
         object.__setattr__(self, "prefix", self.stream.lower())
 
