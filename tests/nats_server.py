@@ -151,21 +151,14 @@ class NatsCluster:
         routes = [free_port() for _ in range(size)]
         route_urls = ",".join(f"nats://127.0.0.1:{port}" for port in routes)
         self.nodes = [
-            NatsServer(
-                binary,
-                cluster=[
-                    "--server_name",
-                    f"n{index}",
-                    "--cluster_name",
-                    name,
-                    "--cluster",
-                    f"nats://127.0.0.1:{route}",
-                    "--routes",
-                    route_urls,
-                ],
-            )  # fmt: skip
-            for index, route in enumerate(routes)
+            NatsServer(binary, cluster=self._node(index, name, route, route_urls)) for index, route in enumerate(routes)
         ]
+
+    @staticmethod
+    def _node(index: int, cluster: str, route: int, routes: str) -> list[str]:
+        # n0, n1, n2: JetStream names a stream's leader by its server name.
+        names = ["--server_name", f"n{index}", "--cluster_name", cluster]
+        return [*names, "--cluster", f"nats://127.0.0.1:{route}", "--routes", routes]
 
     @property
     def url(self) -> str:
