@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,6 +24,13 @@ from app.migrations.history import HERE, History, MigrationError, alembic_config
 
 # Any number does, as long as every process of every release takes the same one.
 LOCK_KEY = int.from_bytes(b"ticketin", "big")
+# Alembic's `context` and `op` are module-level proxies to the command running: two commands
+# interleaved on one event loop (two databases upgraded at once) would run on each other's.
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+def _alembic_turn() -> asyncio.Lock:
+    return _turns.setdefault(asyncio.get_running_loop(), asyncio.Lock())
 
 
 class State(StrEnum):
@@ -97,7 +106,7 @@ async def verify(engine: AsyncEngine, histories: Sequence[History], migrate: str
         )
     unversioned = [status.history for status in pending if status.state is State.UNVERSIONED]
     if unversioned:
-        async with engine.connect() as connection:
+        async with _alembic_turn(), engine.connect() as connection:
             for history in unversioned:
                 await connection.run_sync(_adoptable, history)
 
@@ -111,7 +120,7 @@ async def upgrade(engine: AsyncEngine, histories: Sequence[History]) -> list[Upg
     """
     if all(status.state is State.UP_TO_DATE for status in await statuses(engine, histories)):
         return [Upgrade(history.name, "already up to date", changed=False) for history in histories]
-    async with _exclusive(engine) as connection:
+    async with _alembic_turn(), _exclusive(engine) as connection:
         return [await connection.run_sync(_upgrade, history) for history in histories]
 
 
