@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from sqlalchemy import Column, Connection, MetaData, String, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import cli, db, migrations
+from app.main import StartupError, preflight
 from app.migrations.history import History, compare_context, folder_of
 from app.settings import Settings, SettingsError
 from tests.conftest import POSTGRES_URL, all_histories, migrate, postgres_database
@@ -169,6 +172,20 @@ async def test_auto_adopts_a_previous_release_database_at_start_keeping_every_ro
     assert {status.state for status in await statuses(previous_release)} == {migrations.State.UP_TO_DATE}
 
 
+@pytest.mark.slow
+async def test_ticketing_run_adopts_a_previous_release_database_and_serves_its_data(
+    previous_release: str, tmp_path: Path
+) -> None:
+    env = {"TICKETING_DATABASE_URL": previous_release, "TICKETING_JWT_SECRET": JWT_SECRET}
+    app = await AppProcess(env, cwd=tmp_path).start()
+    try:
+        async with httpx.AsyncClient(base_url=app.url) as http:
+            await reads_back_the_previous_release(http)
+    finally:
+        await app.stop()
+    assert "[schema] orders: adopted the tables made before migrations at orders_0001" in app.lines, app.output()
+
+
 async def test_adoption_refuses_tables_that_lack_part_of_the_previous_release(
     previous_release: str, ticketing_db: DbCommand, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -184,6 +201,29 @@ async def test_adoption_refuses_tables_that_lack_part_of_the_previous_release(
     )
     # All or nothing: the histories that could be adopted were not stamped either.
     assert await on(previous_release, snapshot) == before
+    # ticketing run says the same before serving, in one line.
+    with pytest.raises(StartupError, match="they lack index uq_orders_order_live_ticket"):
+        await preflight(make_settings(previous_release, FAST_BUS))
+
+
+async def test_a_database_a_newer_release_migrated_is_refused(
+    empty_database: str, ticketing_db: DbCommand, caplog: pytest.LogCaptureFixture
+) -> None:
+    await migrate(empty_database)
+    engine = db.create_engine(empty_database)
+    async with engine.begin() as connection:
+        await connection.execute(text("UPDATE alembic_version_users SET version_num = 'users_0099'"))
+    await engine.dispose()
+    newer = "users: at users_0099, a revision this release does not know (a newer one migrated it)"
+    code, lines = await ticketing_db("current", empty_database)
+    assert (code, lines[1]) == (1, newer)
+    assert await ticketing_db("upgrade", empty_database) == (2, [])
+    assert newer in caplog.text
+    for migrate_mode in ("auto", "off"):
+        settings = make_settings(empty_database, FAST_BUS)
+        settings = replace(settings, database=replace(settings.database, migrate=migrate_mode))
+        with pytest.raises(StartupError, match="users_0099, a revision this release does not know"):
+            await preflight(settings)
 
 
 async def test_upgrades_running_at_once_on_one_database_take_turns(empty_database: str) -> None:

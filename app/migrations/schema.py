@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import db
 from app.migrations.history import HERE, History, MigrationError, alembic_config, revisions
+from app.settings import Migrate
 
 # Any number does, as long as every process of every release takes the same one.
 LOCK_KEY = int.from_bytes(b"ticketin", "big")
@@ -90,7 +91,7 @@ def _status(connection: Connection, history: History, tables: set[str]) -> Statu
     return Status(history, State.UNKNOWN, found - expected.known)
 
 
-async def verify(engine: AsyncEngine, histories: Sequence[History], migrate: str) -> None:
+async def verify(engine: AsyncEngine, histories: Sequence[History], migrate: Migrate) -> None:
     """Raise MigrationError unless the app can run here: with ``off``, every history must be up to date;
     with ``auto``, each one that is not must be upgradable. Writes nothing.
     """
