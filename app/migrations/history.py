@@ -28,7 +28,7 @@ from app import db
 from app.bus.outbox import OutboxBase
 from app.common.module import Module
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).parent
 BUS = "bus"
 
 
