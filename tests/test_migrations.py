@@ -12,12 +12,14 @@ from typing import Any
 import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, MetaData, String, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import cli, db, migrations
 from app.main import StartupError, preflight
-from app.migrations.history import History, compare_context, folder_of
+from app.migrations.environment import compare_context
+from app.migrations.history import History, Revisions, folder_of, read_revisions
 from app.settings import Settings, SettingsError
 from tests.conftest import POSTGRES_URL, all_histories, migrate, postgres_database
 from tests.deployments import FAST_BUS, JWT_SECRET, in_process, make_settings
@@ -100,6 +102,33 @@ async def test_the_agreement_check_sees_a_column_the_migrations_do_not_make(tmp_
     await migrate(url)
     found = await on(url, differences(History("users", models, users.location)))
     assert [(diff[0], diff[3].name) for diff in found] == [("add_column", "phone")]
+
+
+@pytest.mark.parametrize("history", HISTORIES, ids=lambda history: history.name)
+def test_the_revisions_read_at_start_are_alembics(history: History) -> None:
+    assert read_revisions(history.location) == alembics_view(history.location)
+
+
+def test_the_revisions_read_at_start_follow_branches_and_merges(tmp_path: Path) -> None:
+    def script(revision: str, down_revision: str | tuple[str, ...] | None) -> None:
+        text = f"revision: str = {revision!r}\ndown_revision = {down_revision!r}\n"
+        (tmp_path / f"{revision}_step.py").write_text(text + "def upgrade() -> None:\n    pass\n")
+
+    script("a", None)
+    script("b", "a")
+    script("c", "a")
+    assert read_revisions(tmp_path) == alembics_view(tmp_path)
+    assert read_revisions(tmp_path).heads == {"b", "c"}
+    script("d", ("b", "c"))
+    assert read_revisions(tmp_path) == alembics_view(tmp_path)
+    assert read_revisions(tmp_path).heads == {"d"}
+
+
+def alembics_view(location: Path) -> Revisions:
+    scripts = ScriptDirectory(str(location), version_locations=[str(location)])
+    (base,) = scripts.get_bases()
+    known = frozenset(script.revision for script in scripts.walk_revisions())
+    return Revisions(heads=frozenset(scripts.get_heads()), known=known, base=base)
 
 
 @pytest.mark.parametrize("history", HISTORIES, ids=lambda history: history.name)

@@ -1,34 +1,24 @@
-"""One migration history per module, and one for the bus: where its revisions live, how Alembic runs them.
+"""One migration history per module, and one for the bus: its tables, its folder of revisions, its version table.
 
-Alembic is configured here, in code: there is no ``alembic.ini`` to find. Every command gets a
-``Config`` naming this folder (``env.py``, ``script.py.mako``) as the script location and the
-history's own folder (``app/<module>/migrations/``) as its only version location, and carries
-the history and an open connection in ``Config.attributes`` for ``env.py`` to use.
+Nothing here imports Alembic: a start on a database that is up to date needs only the revision
+ids its scripts declare (``revisions``), and importing Alembic would cost it more than the check.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import importlib
-from argparse import Namespace
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from alembic import context
-from alembic.autogenerate.api import AutogenContext
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, MetaData
-from sqlalchemy.types import TypeEngine
+from sqlalchemy import MetaData
 
-from app import db
 from app.bus.outbox import OutboxBase
 from app.common.module import Module
 
-HERE = Path(__file__).parent
 BUS = "bus"
 
 
@@ -70,80 +60,51 @@ def folder_of(package: str) -> Path:
 
 @dataclass(frozen=True)
 class Revisions:
-    """What a history's scripts say, read once per process: starts compare versions to these only."""
+    """What a history's scripts declare: starts compare the version tables with these only."""
 
     heads: frozenset[str]
     known: frozenset[str]
     base: str
 
 
-@functools.cache
-def revisions(location: Path) -> Revisions:
-    scripts = ScriptDirectory(str(HERE), version_locations=[str(location)])
-    bases = scripts.get_bases()
+def read_revisions(location: Path) -> Revisions:
+    """The revision ids and parents the scripts in ``location`` declare, read as Python syntax.
+
+    Alembic would import every script, and itself first; this reads the same two assignments it
+    goes by (``revision``, ``down_revision``). tests/test_migrations.py checks that both agree.
+    """
+    parents: dict[str, tuple[str, ...]] = {}
+    for path in sorted(location.glob("*.py")):
+        if path.name != "__init__.py":
+            declared = _declared(path)
+            if not isinstance(declared.get("revision"), str):
+                raise MigrationError(f"{path} is not a revision script: it declares no revision id")
+            parents[declared["revision"]] = _ids(declared.get("down_revision"))
+    bases = [revision for revision, before in parents.items() if not before]
     if len(bases) != 1:
         raise MigrationError(f"{location} must hold one line of revisions from one base, not {len(bases)}")
-    (base,) = bases
-    return Revisions(
-        heads=frozenset(scripts.get_heads()),
-        known=frozenset(script.revision for script in scripts.walk_revisions()),
-        base=base,
-    )
+    children_of = {parent for before in parents.values() for parent in before}
+    return Revisions(heads=frozenset(parents) - children_of, known=frozenset(parents), base=bases[0])
 
 
-def alembic_config(history: History, connection: Connection) -> Config:
-    # quiet: the callers say what was done, in their own words.
-    config = Config(cmd_opts=Namespace(quiet=True), attributes={"history": history, "connection": connection})
-    config.set_main_option("script_location", _literal(HERE))
-    # Split version_locations on os.pathsep only: a folder with a space in its name stays one folder.
-    config.set_main_option("path_separator", "os")
-    config.set_main_option("version_locations", _literal(history.location))
-    return config
+#: Read once per process: the scripts ship with the code and do not change while it runs.
+revisions = functools.cache(read_revisions)
 
 
-def _literal(path: Path) -> str:
-    # Config values go through configparser's interpolation, where % is special.
-    return str(path).replace("%", "%%")
+def _declared(path: Path) -> dict[str, Any]:
+    """A script's module-level ``revision = ...`` and ``down_revision = ...``, typed or not."""
+    declared: dict[str, Any] = {}
+    for node in ast.parse(path.read_text(), filename=str(path)).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for target in targets:
+                if isinstance(target, ast.Name) and target.id in {"revision", "down_revision"}:
+                    declared[target.id] = ast.literal_eval(node.value)
+    return declared
 
 
-def context_options(history: History) -> dict[str, Any]:
-    """How Alembic sees ``history``, for migrating, autogenerating and comparing alike."""
-    return {
-        "target_metadata": history.metadata,
-        "version_table": history.version_table,
-        "include_name": functools.partial(_include_name, history),
-        # SQLite alters a table by copying it: autogenerate writes alterations in batch mode,
-        # which does that on SQLite and plain ALTERs elsewhere.
-        "render_as_batch": True,
-        "render_item": _render_item,
-    }
-
-
-def compare_context(history: History, connection: Connection) -> MigrationContext:
-    """A context for ``alembic.autogenerate.compare_metadata(context, history.metadata)``."""
-    return MigrationContext.configure(connection, opts=context_options(history))
-
-
-def _include_name(history: History, name: str | None, type_: str, _parents: object) -> bool:
-    return type_ != "table" or (name is not None and history.owns(name))
-
-
-def _render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
-    # The models' own column types (db.Money, db.UTCDateTime) are written as such, with their
-    # import, so that a generated revision imports and says what the model says.
-    if type_ == "type" and isinstance(obj, TypeEngine) and type(obj).__module__ == db.__name__:
-        autogen_context.imports.add("from app import db")
-        return f"db.{obj!r}"
-    return False
-
-
-def run_env() -> None:
-    """What ``env.py`` does: run the command on the connection and history its ``Config`` carries."""
-    config = context.config
-    history: History = config.attributes["history"]
-    connection: Connection | None = config.attributes.get("connection")
-    if connection is None:
-        raise RuntimeError("ticketing's migrations run on a connection (app.migrations), not from alembic.ini")
-    context.configure(connection=connection, **context_options(history))
-    with context.begin_transaction():
-        context.run_migrations()
+def _ids(value: Any) -> tuple[str, ...]:
+    # down_revision is None for a base, a string, or a tuple of them for a merge.
+    if value is None:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)

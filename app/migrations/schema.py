@@ -10,18 +10,21 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy
-from alembic import command
-from alembic.operations.ops import MigrationScript
-from alembic.runtime.migration import MigrationContext
-from alembic.script import Script, ScriptDirectory
 from sqlalchemy import Connection, column, inspect, select, table, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import db
-from app.migrations.history import HERE, History, MigrationError, alembic_config, revisions
+from app.migrations.history import History, MigrationError, revisions
 from app.settings import Migrate
+
+if TYPE_CHECKING:
+    from alembic.operations.ops import MigrationScript
+    from alembic.runtime.migration import MigrationContext
+
+# Alembic itself is imported by the functions below that run it: only when there is work to do.
 
 # Any number does, as long as every process of every release takes the same one.
 LOCK_KEY = int.from_bytes(b"ticketin", "big")
@@ -140,6 +143,10 @@ async def _exclusive(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
 
 
 def _upgrade(connection: Connection, history: History) -> Upgrade:
+    from alembic import command
+
+    from app.migrations.environment import alembic_config
+
     # Read again under the lock: another process may have done the work meanwhile.
     status = _status(connection, history, set(inspect(connection).get_table_names()))
     if status.state is State.UP_TO_DATE:
@@ -174,6 +181,10 @@ def _adoptable(connection: Connection, history: History) -> str:
 def _made_by_base(history: History) -> frozenset[str]:
     # What the previous release made is what the base revision makes: run it on a scratch
     # database and look, rather than keep a second description of it by hand.
+    from alembic import command
+
+    from app.migrations.environment import alembic_config
+
     engine = sqlalchemy.create_engine("sqlite://")
     try:
         with engine.begin() as connection:
@@ -201,8 +212,13 @@ def revise(history: History, message: str) -> Path | None:
     nothing to write. Autogenerate sees tables, columns, types and indexes, not renames or data:
     read the file before committing it.
     """
-    existing = ScriptDirectory(str(HERE), version_locations=[str(history.location)])
-    rev_id = f"{history.name}_{len(list(existing.walk_revisions())) + 1:04d}"
+    from alembic import command
+    from alembic.script import Script
+
+    from app.migrations.environment import alembic_config
+
+    written = [path for path in history.location.glob("*.py") if path.name != "__init__.py"]
+    rev_id = f"{history.name}_{len(written) + 1:04d}"
     engine = sqlalchemy.create_engine("sqlite://")
     try:
         with engine.begin() as connection:
