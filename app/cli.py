@@ -1,5 +1,8 @@
-"""``ticketing run`` serves the API; ``ticketing demo`` tells the seed's lesson against it; ``ticketing
-dead-letters`` lists and replays what a running app dead-lettered (also ``python -m app``)."""
+"""``ticketing run`` serves the API; ``ticketing db`` migrates its database; ``ticketing demo`` tells the
+seed's lesson; ``ticketing dead-letters`` lists and replays what a running app dead-lettered.
+
+Also ``python -m app``.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +11,12 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from app.settings import Settings, SettingsError
+from app.settings import KNOWN_MODULES, Settings, SettingsError
+
+if TYPE_CHECKING:
+    from app.migrations import History
 
 
 class _SeedFormatter(logging.Formatter):
@@ -26,6 +33,8 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic narrates every step at INFO; the app says what it did in one line per history.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _port(value: str) -> int:
@@ -43,6 +52,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=_port, default=8000, help="port to listen on (default 8000)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    database = commands.add_parser(
+        "db",
+        help="the database schema: upgrade it, or say where it stands",
+        description="The tables of the modules in TICKETING_MODULES, and the bus's outbox, by Alembic migrations "
+        "(one history per module). Exit codes: 0 done (current: all up to date), 1 (current) some history is "
+        "behind or unversioned, 2 the database cannot be reached or upgraded.",
+    )
+    db_commands = database.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="bring every history up to date; adopts a database made before migrations")
+    db_commands.add_parser("current", help="say, per history, up to date, behind or unversioned; changes nothing")
+    revision = db_commands.add_parser(
+        "revision",
+        help="for developers: autogenerate a history's next revision from its models, into its migrations folder",
+    )
+    revision.add_argument("history", choices=["bus", *KNOWN_MODULES], help="whose tables changed")
+    revision.add_argument("-m", "--message", required=True, help="what the revision does, e.g. 'add a phone column'")
     demo = commands.add_parser(
         "demo",
         help="a narrated walkthrough: events, the concurrency problem and its fix, reservations",
@@ -129,6 +154,54 @@ def run(host: str, port: int, log_level: str, access_log: bool) -> int:
     return 0
 
 
+def database(args: argparse.Namespace) -> int:
+    from app import migrations
+    from app.main import StartupError, load_module
+
+    configure_logging("WARNING")
+    try:
+        if args.db_command == "revision":
+            return revision(args.history, args.message)
+        settings = Settings.from_env()
+        histories = migrations.histories([load_module(name) for name in settings.modules])
+        return asyncio.run(migrate(args.db_command, settings.database.url, histories))
+    except (SettingsError, StartupError, migrations.MigrationError) as exc:
+        logging.getLogger("ticketing").error("%s", exc)
+        return 2
+
+
+async def migrate(command: str, url: str, histories: Sequence[History]) -> int:
+    from app import db, migrations
+    from app.main import reach_database
+
+    engine = db.create_engine(url)
+    try:
+        await reach_database(engine)
+        if command == "upgrade":
+            for upgraded in await migrations.upgrade(engine, histories):
+                print(upgraded)
+            return 0
+        found = await migrations.statuses(engine, histories)
+        for status in found:
+            print(status)
+        return 0 if all(status.state is migrations.State.UP_TO_DATE for status in found) else 1
+    finally:
+        await engine.dispose()
+
+
+def revision(name: str, message: str) -> int:
+    from app import migrations
+    from app.main import load_module
+
+    (history,) = (h for h in migrations.histories([load_module(m) for m in KNOWN_MODULES]) if h.name == name)
+    path = migrations.revise(history, message)
+    if path is None:
+        print(f"{name}: nothing to write, its migrations already make what its models say")
+    else:
+        print(f"{name}: wrote {path}; read it, then `ruff format` it and run the tests")
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     from app.demo import DemoOptions, run_demo
 
@@ -147,6 +220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
         return run(args.host, args.port, args.log_level, args.access_log)
+    if args.command == "db":
+        return database(args)
     if args.command == "demo":
         return demo(args)
     if args.command == "dead-letters":

@@ -16,10 +16,10 @@ from litestar.openapi import OpenAPIConfig
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from app import asyncapi, db, live, ops
+from app import asyncapi, db, live, migrations, ops
 from app.bus import Bus, create_bus
 from app.bus.deadletters import SqlDeadLetters
-from app.bus.outbox import OutboxBase, Relay, relay_info
+from app.bus.outbox import Relay, relay_info
 from app.common import openapi
 from app.common.auth import Tokens, provide_user
 from app.common.body import DecimalAsNumber, JSONBodiesOnly
@@ -68,10 +68,10 @@ class Runtime:
             await self.stop()
 
     async def start(self) -> None:
-        async with self.engine.begin() as connection:
-            await connection.run_sync(OutboxBase.metadata.create_all)
-            for module in self.modules:
-                await connection.run_sync(module.metadata.create_all)
+        if self.settings.database.migrate == "auto":
+            for upgraded in await migrations.upgrade(self.engine, migrations.histories(self.modules)):
+                if upgraded.changed:
+                    log.info("[schema] %s", upgraded)
         await self.bus.connect()
         for module in self.modules:
             log.info("[%s] Connected to %s", module.name, self.bus.kind)
@@ -113,19 +113,19 @@ class StartupError(RuntimeError):
 
 
 async def preflight(settings: Settings) -> None:
-    """Fail fast, with one clear sentence, when the database or the bus cannot be reached.
+    """Fail fast, with one clear sentence, when the database or the bus cannot be reached, or the
+    schema is one the app cannot run on (see ``migrations.verify``).
 
     Run before serving: an app that fails in its lifespan is reported by the ASGI server with
     tracebacks, which bury the one line that matters.
     """
     engine = db.create_engine(settings.database.url)
-    threads_before = set(threading.enumerate())
     try:
-        async with engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
-    except Exception as exc:
-        await _let_driver_threads_finish(threads_before)
-        raise StartupError(f"cannot reach the database {db.describe(engine)}: {_reason(exc)}") from exc
+        await reach_database(engine)
+        histories = migrations.histories([load_module(name) for name in settings.modules])
+        await migrations.verify(engine, histories, settings.database.migrate)
+    except migrations.MigrationError as exc:
+        raise StartupError(str(exc)) from exc
     finally:
         await engine.dispose()
     bus = create_bus(settings.bus.url)
@@ -135,6 +135,17 @@ async def preflight(settings: Settings) -> None:
         raise StartupError(f"cannot reach the bus, {bus.describe()}: {_reason(exc)}") from exc
     finally:
         await bus.close()
+
+
+async def reach_database(engine: AsyncEngine) -> None:
+    """Raise StartupError, in one sentence, when ``engine``'s database does not answer."""
+    threads_before = set(threading.enumerate())
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as exc:
+        await _let_driver_threads_finish(threads_before)
+        raise StartupError(f"cannot reach the database {db.describe(engine)}: {_reason(exc)}") from exc
 
 
 async def _let_driver_threads_finish(threads_before: set[threading.Thread], timeout: float = 5.0) -> None:

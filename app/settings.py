@@ -6,8 +6,11 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 KNOWN_MODULES = ("users", "tickets", "orders")
+Migrate = Literal["auto", "off"]
+MIGRATE_MODES: tuple[Migrate, ...] = ("auto", "off")
 
 
 class SettingsError(ValueError):
@@ -17,6 +20,8 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class DatabaseSettings:
     url: str = "sqlite+aiosqlite:///ticketing.db"
+    # auto: `ticketing run` brings the schema up to date at start; off: it refuses to start unless it is.
+    migrate: Migrate = "auto"
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,10 @@ class Settings:
         env = os.environ if environ is None else environ
         secret = env.get("TICKETING_JWT_SECRET") or None
         return cls(
-            database=DatabaseSettings(url=env.get("TICKETING_DATABASE_URL") or DatabaseSettings.url),
+            database=DatabaseSettings(
+                url=env.get("TICKETING_DATABASE_URL") or DatabaseSettings.url,
+                migrate=parse_migrate(env.get("TICKETING_MIGRATE") or DatabaseSettings.migrate),
+            ),
             bus=BusSettings(url=env.get("TICKETING_BUS_URL") or BusSettings.url),
             auth=AuthSettings(
                 jwt_secret=secret or secrets.token_urlsafe(32),
@@ -66,3 +74,12 @@ def parse_modules(value: str) -> tuple[str, ...]:
     if not names:
         raise SettingsError(f"TICKETING_MODULES is empty; choose from {', '.join(KNOWN_MODULES)}")
     return names
+
+
+def parse_migrate(value: str) -> Migrate:
+    if value not in MIGRATE_MODES:
+        raise SettingsError(
+            f"TICKETING_MIGRATE is {value!r}; choose auto (bring the schema up to date at start) "
+            "or off (refuse to start unless it is; upgrade with `ticketing db upgrade`)"
+        )
+    return value

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -17,9 +20,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from app import db
+from app import db, migrations
 from app.bus import Delivery, Message, Outcome
-from app.bus.outbox import OutboxBase, OutboxRecord, encode
+from app.bus.outbox import OutboxRecord, encode
 from app.clock import utcnow
 from app.common.events import Event, QueueGroups
 from app.common.module import Listener
@@ -63,7 +66,21 @@ def cheap_password_hashing(request: pytest.FixtureRequest, monkeypatch: pytest.M
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite file of the test's own, not created yet."""
     return f"sqlite+aiosqlite:///{tmp_path / 'ticketing.db'}"
+
+
+def all_histories() -> list[migrations.History]:
+    return migrations.histories([load_module(name) for name in KNOWN_MODULES])
+
+
+async def migrate(url: str) -> None:
+    """Bring ``url``'s database to every history's head, as ``ticketing db upgrade`` would."""
+    engine = db.create_engine(url)
+    try:
+        await migrations.upgrade(engine, all_histories())
+    finally:
+        await engine.dispose()
 
 
 POSTGRES_URL = os.environ.get("TICKETING_TEST_POSTGRES_URL")
@@ -76,8 +93,19 @@ def _in_a_thread(coroutine: Coroutine[Any, Any, T]) -> T:
 
 
 @pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file with every history at its head, migrated once; each test's database is a copy of it."""
+    path = tmp_path_factory.mktemp("template") / "ticketing.db"
+    _in_a_thread(migrate(f"sqlite+aiosqlite:///{path}"))
+    # A file that is whole on its own, with no write-ahead log beside it to copy as well.
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        connection.execute("PRAGMA journal_mode=DELETE")
+    return path
+
+
+@pytest.fixture(scope="session")
 def postgres_template() -> Iterator[str]:
-    """A database holding every table, built once; each test's database is a copy of it."""
+    """A database with every history at its head, migrated once; each test's database is a copy of it."""
     if not POSTGRES_URL:
         pytest.skip("set TICKETING_TEST_POSTGRES_URL=postgresql+asyncpg://... to run the PostgreSQL tests")
     name = f"ticketing_template_{uuid.uuid4().hex[:12]}"
@@ -85,12 +113,7 @@ def postgres_template() -> Iterator[str]:
     async def build() -> None:
         async with _admin(POSTGRES_URL) as admin:
             await admin.execute(f'CREATE DATABASE "{name}"')
-        engine = db.create_engine(make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False))
-        async with engine.begin() as connection:
-            await connection.run_sync(OutboxBase.metadata.create_all)
-            for module in KNOWN_MODULES:
-                await connection.run_sync(load_module(module).metadata.create_all)
-        await engine.dispose()
+        await migrate(make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False))
 
     async def drop() -> None:
         async with _admin(POSTGRES_URL) as admin:
@@ -102,9 +125,10 @@ def postgres_template() -> Iterator[str]:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterator[str]:
-    """Each test gets a database of its own: a SQLite file, or a fresh PostgreSQL database."""
+async def database_url(request: pytest.FixtureRequest, sqlite_url: str, tmp_path: Path) -> AsyncIterator[str]:
+    """Each test gets a database of its own, migrated: a SQLite file, or a PostgreSQL database (copies of templates)."""
     if request.param == "sqlite":
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), tmp_path / "ticketing.db")
         yield sqlite_url
         return
     template: str = request.getfixturevalue("postgres_template")
@@ -148,10 +172,6 @@ AppFactory = Callable[..., AbstractAsyncContextManager[Api]]
 async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """Sessions on a database holding every module's tables, with no relay: staged events stay in the outbox."""
     engine = db.create_engine(database_url)
-    async with engine.begin() as connection:
-        await connection.run_sync(OutboxBase.metadata.create_all)
-        for name in KNOWN_MODULES:
-            await connection.run_sync(load_module(name).metadata.create_all)
     yield db.create_sessionmaker(engine)
     await engine.dispose()
 

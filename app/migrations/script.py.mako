@@ -1,0 +1,30 @@
+"""${message}
+
+% if down_revision:
+Revision ${up_revision}, after ${down_revision | comma,n}.
+% else:
+Revision ${up_revision}, the first of its history.
+% endif
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+% if imports:
+
+${imports}
+% endif
+
+revision = ${repr(up_revision)}
+down_revision = ${repr(down_revision)}
+branch_labels = ${repr(branch_labels)}
+depends_on = ${repr(depends_on)}
+
+
+def upgrade() -> None:
+    ${upgrades if upgrades else "pass"}
+
+
+def downgrade() -> None:
+    ${downgrades if downgrades else "pass"}
