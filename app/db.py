@@ -13,10 +13,6 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 
 
-class TicketingSession(Session):
-    """The session class behind every ``AsyncSession`` here; the outbox hooks its commits."""
-
-
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if make_url(url).get_backend_name() == "sqlite":
         # Writers queue behind SQLite's single write lock rather than fail at once.
@@ -40,8 +36,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_sessionmaker(engine: AsyncEngine, **info: Any) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=TicketingSession, info=info)
+def create_sessionmaker(
+    engine: AsyncEngine, session_class: type[Session] = Session, **info: Any
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions on ``engine``; ``session_class`` is the sync class behind them (the relay hooks its own)."""
+    return async_sessionmaker(engine, expire_on_commit=False, sync_session_class=session_class, info=info)
 
 
 async def ping(engine: AsyncEngine) -> bool:

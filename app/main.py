@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from app import asyncapi, db, live, migrations, ops
 from app.bus import Bus, create_bus
 from app.bus.deadletters import SqlDeadLetters
-from app.bus.outbox import Relay, relay_info
+from app.bus.relay import Relay
 from app.common import openapi
 from app.common.auth import Tokens, provide_user
 from app.common.body import DecimalAsNumber, JSONBodiesOnly
@@ -50,9 +50,8 @@ class Runtime:
         plain_sessions = db.create_sessionmaker(self.engine)
         self.bus: Bus = create_bus(settings.bus.url, dead_letters=SqlDeadLetters(plain_sessions))
         self.relay = Relay(plain_sessions, self.bus)
-        self.sessionmaker: async_sessionmaker[AsyncSession] = db.create_sessionmaker(
-            self.engine, **relay_info(self.relay)
-        )
+        # The modules' sessions: what each commits goes to the relay, and on to the bus.
+        self.sessionmaker: async_sessionmaker[AsyncSession] = self.relay.sessions(self.engine)
 
     @asynccontextmanager
     async def lifespan(self, _: Litestar) -> AsyncIterator[None]:

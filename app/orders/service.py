@@ -113,8 +113,13 @@ async def next_expiry(session: AsyncSession) -> datetime | None:
 
 
 async def expire_order(session: AsyncSession, order_id: str, now: datetime) -> bool:
-    """Cancel one order whose time is up, as its owner's cancellation would; False if it no longer need be."""
-    order = await session.get(Order, order_id)
+    """Cancel one order whose time is up, as its owner's cancellation would; False if it no longer need be.
+
+    Several processes run this worker on one database: the order is locked as it is read, and one
+    another process is expiring right now is skipped (PostgreSQL; SQLite has one writer anyway).
+    Optimistic locking settles the rest: a save that lost a race changes nothing.
+    """
+    order = await session.get(Order, order_id, with_for_update={"skip_locked": True})
     if order is None or order.status not in EXPIRABLE or order.expires_at > now:
         return False
     order.status = OrderStatus.CANCELLED

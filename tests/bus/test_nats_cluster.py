@@ -12,7 +12,8 @@ import pytest
 from app import db
 from app.bus import Delivery, DeliveryPolicy
 from app.bus.nats import NatsBus, NatsOptions, durable_name
-from app.bus.outbox import OutboxBase, Relay
+from app.bus.outbox import OutboxBase
+from app.bus.relay import Relay
 from app.waiting import eventually
 from tests.bus.test_contract import message, unique
 from tests.nats_server import NatsCluster

@@ -20,7 +20,8 @@ import pytest
 from app import db
 from app.bus import Bus, Delivery, DeliveryPolicy, Handler, Outcome
 from app.bus.nats import durable_name
-from app.bus.outbox import OutboxBase, Relay
+from app.bus.outbox import OutboxBase
+from app.bus.relay import Relay
 from app.waiting import eventually
 from tests.bus.conftest import FAST, NatsHarness
 from tests.bus.test_contract import Versions, message, unique

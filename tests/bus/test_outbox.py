@@ -17,7 +17,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from app import db
 from app.bus import Delivery, DeliveryPolicy, Message, Retry
 from app.bus.memory import MemoryBus
-from app.bus.outbox import OutboxBase, OutboxRecord, Relay, relay_info, stage
+from app.bus.outbox import OutboxBase, OutboxRecord, stage
+from app.bus.relay import Relay
 from app.waiting import eventually
 from tests.bus.test_contract import message
 
@@ -63,7 +64,7 @@ class Received:
 async def started(engine: AsyncEngine, bus: MemoryBus) -> tuple[Relay, async_sessionmaker[AsyncSession]]:
     relay = Relay(db.create_sessionmaker(engine), bus)
     await relay.start()
-    return relay, db.create_sessionmaker(engine, **relay_info(relay))
+    return relay, relay.sessions(engine)
 
 
 async def write(sessions: async_sessionmaker[AsyncSession], *texts: str, commit: bool = True) -> None:
@@ -174,7 +175,7 @@ async def test_publish_failures_are_retried_and_nothing_is_lost(engine: AsyncEng
     await bus.subscribe("note:written", "readers", received)
     relay = Relay(db.create_sessionmaker(engine), bus, retry_delay=0.01)
     await relay.start()
-    sessions = db.create_sessionmaker(engine, **relay_info(relay))
+    sessions = relay.sessions(engine)
     await write(sessions, "a", "b")
     await write(sessions, "c")
     await eventually(lambda: len(received.messages) == 3)
@@ -189,14 +190,15 @@ CRASH_AFTER_COMMIT = textwrap.dedent(
     import msgspec
     from app import db
     from app.bus.memory import MemoryBus
-    from app.bus.outbox import Relay, relay_info, stage
+    from app.bus.outbox import stage
+    from app.bus.relay import Relay
     from tests.bus.test_outbox import Note, NoteWritten
 
     async def main() -> None:
         engine = db.create_engine(sys.argv[1])
         relay = Relay(db.create_sessionmaker(engine), MemoryBus())
         await relay.start()
-        sessions = db.create_sessionmaker(engine, **relay_info(relay))
+        sessions = relay.sessions(engine)
         async with sessions() as session:
             session.add(Note(id="survivor", text="survivor"))
             stage(session, "notes", "note:written", NoteWritten(id="survivor", text="survivor"))

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from datetime import timedelta
+from decimal import Decimal
 
+import msgspec
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from app import db
+from app.bus.outbox import OutboxRecord
 from app.clock import utcnow
 from app.common.events import OrderStatus
+from app.common.ids import new_id
 from app.orders import expiry
-from app.orders.models import Order
+from app.orders.models import Order, TicketReplica
 from app.waiting import eventually
 from tests.conftest import Api, AppFactory
 
@@ -80,3 +88,41 @@ async def test_the_worker_expires_orders_by_itself(start_app: AppFactory, monkey
         await eventually(released, what="the expired order to release its ticket")
         shown = (await api.http.get(f"/api/orders/{order['id']}", headers=buyer)).json()
         assert shown["status"] == "cancelled"
+
+
+async def test_workers_of_several_processes_cancel_each_order_once(
+    database_url: str, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    # Fifty orders due, and four processes' workers (an engine each) expiring at once on one database.
+    now = utcnow()
+    async with sessions() as session:
+        for n in range(50):
+            session.add(TicketReplica(id=new_id(), title=f"t{n}", price=Decimal(10), version=0))
+        await session.flush()
+        for ticket in (await session.scalars(select(TicketReplica))).all():
+            session.add(
+                Order(
+                    id=new_id(),
+                    user_id=new_id(),
+                    ticket_id=ticket.id,
+                    status=OrderStatus.CREATED,
+                    expires_at=now - timedelta(seconds=1),
+                    created_at=now - timedelta(minutes=16),
+                )
+            )
+        await session.commit()
+    engines = [db.create_engine(database_url) for _ in range(4)]
+    try:
+        counts = await asyncio.gather(*(expiry.expire_due_orders(db.create_sessionmaker(e)) for e in engines))
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert sum(counts) == 50
+    async with sessions() as session:
+        statuses = Counter((await session.scalars(select(Order.status))).all())
+        cancellations = Counter(
+            msgspec.json.decode(row.payload)["id"]
+            for row in await session.scalars(select(OutboxRecord).where(OutboxRecord.subject == "order:cancelled"))
+        )
+    assert statuses == Counter({OrderStatus.CANCELLED: 50})
+    assert len(cancellations) == 50 and set(cancellations.values()) == {1}, "one order:cancelled per order"
