@@ -133,7 +133,8 @@ def run(host: str, port: int, log_level: str, access_log: bool) -> int:
     import uvicorn
 
     from app.live.server import Server, StartupFailed
-    from app.main import StartupError, create_app, preflight
+    from app.main import create_app
+    from app.preflight import StartupError, preflight
 
     configure_logging(log_level)
     try:
@@ -156,7 +157,8 @@ def run(host: str, port: int, log_level: str, access_log: bool) -> int:
 
 def database(args: argparse.Namespace) -> int:
     from app import migrations
-    from app.main import StartupError, load_module
+    from app.preflight import StartupError
+    from app.runtime import load_module
 
     configure_logging("WARNING")
     try:
@@ -172,7 +174,7 @@ def database(args: argparse.Namespace) -> int:
 
 async def migrate(command: str, url: str, histories: Sequence[History]) -> int:
     from app import db, migrations
-    from app.main import reach_database
+    from app.preflight import reach_database
 
     engine = db.create_engine(url)
     try:
@@ -191,7 +193,7 @@ async def migrate(command: str, url: str, histories: Sequence[History]) -> int:
 
 def revision(name: str, message: str) -> int:
     from app import migrations
-    from app.main import load_module
+    from app.runtime import load_module
 
     (history,) = (h for h in migrations.histories([load_module(m) for m in KNOWN_MODULES]) if h.name == name)
     path = migrations.revise(history, message)

@@ -20,7 +20,7 @@ from app.common.errors import NotFound, Unauthorized
 from app.common.openapi import OPS_TOKEN, errors, without
 
 if TYPE_CHECKING:
-    from app.main import Runtime
+    from app.runtime import Runtime
 
 
 class Health(msgspec.Struct, rename="camel"):

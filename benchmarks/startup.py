@@ -27,8 +27,8 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import db, migrations
-from app.main import load_module
 from app.migrations.history import read_revisions
+from app.runtime import load_module
 from app.settings import KNOWN_MODULES
 
 HISTORIES = migrations.histories([load_module(name) for name in KNOWN_MODULES])

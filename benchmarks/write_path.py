@@ -35,7 +35,8 @@ from load import add_common_arguments, database, post_many
 from app.bus import Delivery, Verdict, signals
 from app.clock import utcnow
 from app.common.auth import CurrentUser, Tokens
-from app.main import Runtime, create_app
+from app.main import create_app
+from app.runtime import Runtime
 from app.settings import AuthSettings, BusSettings, DatabaseSettings, Settings
 
 

@@ -26,7 +26,7 @@ from app.bus.outbox import OutboxRecord, encode
 from app.clock import utcnow
 from app.common.events import Event, QueueGroups
 from app.common.module import Listener
-from app.main import load_module
+from app.runtime import load_module
 from app.settings import KNOWN_MODULES
 from app.users import service as users_service
 from tests.deployments import FAST_BUS, JWT_SECRET, Api, in_process, make_settings, nats_bus_url, split

@@ -22,7 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import db
 from app.common.auth import CurrentUser, Tokens
-from app.main import Runtime, create_app
+from app.main import create_app
+from app.runtime import Runtime
 from app.settings import AuthSettings, BusSettings, DatabaseSettings, Settings
 from app.waiting import eventually
 from tests.processes import AppProcess

@@ -13,7 +13,8 @@ import pytest
 from app.bus import Message
 from app.clock import utcnow
 from app.live.feed import Feed
-from app.main import StartupError, create_app, preflight
+from app.main import create_app
+from app.preflight import StartupError, preflight
 from app.settings import KNOWN_MODULES, Settings, SettingsError, parse_modules
 from tests.conftest import AppFactory, make_settings
 

@@ -29,7 +29,8 @@ from app.common.events import TicketUpdated
 from app.live.feed import Feed, FeedEvent
 from app.live.routes import QUEUE_LIMIT
 from app.live.server import listen, serving
-from app.main import Runtime, create_app
+from app.main import create_app
+from app.runtime import Runtime
 from app.settings import AuthSettings, BusSettings, DatabaseSettings, Settings
 from app.waiting import eventually
 from tests.processes import AppProcess

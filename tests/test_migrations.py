@@ -17,9 +17,9 @@ from sqlalchemy import Column, Connection, MetaData, String, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import cli, db, migrations
-from app.main import StartupError, preflight
 from app.migrations.environment import compare_context
 from app.migrations.history import History, Revisions, folder_of, read_revisions
+from app.preflight import StartupError, preflight
 from app.settings import Settings, SettingsError
 from tests.conftest import POSTGRES_URL, all_histories, migrate, postgres_database
 from tests.deployments import FAST_BUS, JWT_SECRET, in_process, make_settings

@@ -22,7 +22,7 @@ from app.common.errors import NotFound, Unauthorized
 from app.live.feed import Feed
 
 if TYPE_CHECKING:
-    from app.main import Runtime
+    from app.runtime import Runtime
 
 # How long a quiet stream waits before it sends a comment: proxies keep the connection open,
 # and a client that went away without a word is noticed at the next write.
