@@ -19,29 +19,18 @@ if TYPE_CHECKING:
     from app.migrations import History
 
 
-class _SeedFormatter(logging.Formatter):
-    """INFO lines read exactly like the original's logs; anything louder says its level."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        message = super().format(record)
-        return message if record.levelno == logging.INFO else f"{record.levelname}: {message}"
-
-
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(_SeedFormatter("%(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # Alembic narrates every step at INFO; the app says what it did in one line per history.
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-
-
 def _port(value: str) -> int:
     port = int(value)
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{value} is not a TCP port")
     return port
+
+
+def _workers(value: str) -> int:
+    workers = int(value)
+    if workers < 1:
+        raise argparse.ArgumentTypeError(f"{value} workers: at least 1")
+    return workers
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=_port, default=8000, help="port to listen on (default 8000)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.add_argument("--access-log", action="store_true", help="log every HTTP request")
+    run.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="processes serving on the one port (default 1); more than one needs a shared bus (nats://)",
+    )
     database = commands.add_parser(
         "db",
         help="the database schema: upgrade it, or say where it stands",
@@ -129,36 +124,11 @@ def dead_letters(args: argparse.Namespace) -> int:
     return ops_client.run(url, token, lambda c: ops_client.list_dead_letters(c, as_json=args.json))
 
 
-def run(host: str, port: int, log_level: str, access_log: bool) -> int:
-    import uvicorn
-
-    from app.live.server import Server, StartupFailed
-    from app.main import create_app
-    from app.preflight import StartupError, preflight
-
-    configure_logging(log_level)
-    try:
-        settings = Settings.from_env()
-        app = create_app(settings, listening_on=port)
-        asyncio.run(preflight(settings))
-    except (SettingsError, StartupError) as exc:
-        logging.getLogger("ticketing").error("%s", exc)
-        return 2
-    # uvicorn.run() with a server that also ends the live view's streams at shutdown.
-    config = uvicorn.Config(
-        app, host=host, port=port, log_config=None, access_log=access_log, timeout_graceful_shutdown=10
-    )
-    try:
-        Server(config).run()
-    except StartupFailed:
-        return 3  # uvicorn's own exit code for an app that failed to start; it has logged why
-    return 0
-
-
 def database(args: argparse.Namespace) -> int:
     from app import migrations
     from app.preflight import StartupError
     from app.runtime import load_module
+    from app.serve import configure_logging
 
     configure_logging("WARNING")
     try:
@@ -221,7 +191,9 @@ def demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        return run(args.host, args.port, args.log_level, args.access_log)
+        from app import serve
+
+        return serve.run(serve.Serving(args.host, args.port, args.log_level, args.access_log, args.workers))
     if args.command == "db":
         return database(args)
     if args.command == "demo":

@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -26,10 +26,11 @@ def free_port() -> int:
 class AppProcess:
     """``python -m app run`` on a free port; its output is collected line by line."""
 
-    def __init__(self, env: Mapping[str, str], cwd: Path, port: int | None = None) -> None:
+    def __init__(self, env: Mapping[str, str], cwd: Path, port: int | None = None, args: Sequence[str] = ()) -> None:
         self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.cwd = cwd
         self.port = port or free_port()
+        self.args = list(args)  # more of `ticketing run`'s options: --workers 2, say
         self.lines: list[str] = []
         self.process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -46,6 +47,7 @@ class AppProcess:
             "run",
             "--port",
             str(self.port),
+            *self.args,
             cwd=self.cwd,
             env=self.env,
             stdout=asyncio.subprocess.PIPE,
@@ -107,5 +109,19 @@ class AppProcess:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reader, 5)
 
+    def workers(self) -> list[int]:
+        """The worker processes of ``--workers N`` (children of this one that serve), by pid."""
+        assert self.process is not None
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [int(child) for child in children if "spawn_main" in _cmdline(int(child))]
+
     def output(self) -> str:
         return "\n".join(self.lines)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""

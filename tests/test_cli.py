@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sqlite3
 import sys
@@ -13,6 +14,7 @@ import pytest
 
 from app.waiting import eventually
 from tests.conftest import JWT_SECRET, Api
+from tests.nats_server import NatsServer
 from tests.processes import AppProcess
 
 pytestmark = pytest.mark.slow
@@ -84,3 +86,42 @@ async def test_run_says_in_one_line_when_the_database_cannot_be_reached(tmp_path
     assert b"ERROR: cannot reach the database SQLite" in output
     assert b"unable to open database file" in output
     assert b"Traceback" not in output
+
+
+async def test_run_refuses_workers_on_the_in_memory_bus_in_one_line(tmp_path: Path) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app", "run", "--workers", "2",
+        cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "TICKETING_JWT_SECRET": JWT_SECRET},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2
+    assert output.decode().splitlines() == [
+        "ERROR: --workers 2 needs a bus the processes can share, such as TICKETING_BUS_URL=nats://HOST:PORT: "
+        "the in-memory bus lives inside one process"
+    ]
+
+
+@pytest.mark.nats
+async def test_run_with_workers_serves_from_several_processes_on_one_port(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    env = {"TICKETING_JWT_SECRET": JWT_SECRET, "TICKETING_BUS_URL": f"{nats_server.url}?stream=WORKERS"}
+    app = await AppProcess(env, cwd=tmp_path, args=["--workers", "2"]).start()
+    try:
+        await eventually(lambda: len(app.workers()) == 2, what="two workers")
+        async with httpx.AsyncClient(base_url=app.url, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+            # Each stream is one worker's: enough of them reach both.
+            pids = set()
+            for _ in range(20):
+                async with client.stream("GET", "/demo/events") as stream:
+                    async for line in stream.aiter_lines():
+                        if line.startswith("data:"):
+                            pids.add(json.loads(line[5:])["process"])
+                            break
+            assert pids == set(app.workers())
+            created = await client.post("/api/tickets", json={"title": "concert", "price": 20}, headers=Api.auth())
+            assert created.status_code == 201
+    finally:
+        code = await app.stop()
+    assert code in {0, -signal.SIGTERM}, app.output()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import re
 import shutil
 import time
@@ -270,7 +271,11 @@ async def test_event_stream_shows_a_ticket_reaching_the_orders_module(served: Se
         events = EventReader(stream)
         ((kind, hello),) = await events.until("hello")
         assert kind == "hello"
-        assert json.loads(hello) == {"bus": "in-memory bus", "modules": ["users", "tickets", "orders"]}
+        assert json.loads(hello) == {
+            "bus": "in-memory bus",
+            "modules": ["users", "tickets", "orders"],
+            "process": os.getpid(),  # the app runs in this test's process
+        }
         created = await client.post("/api/tickets", json={"title": "concert", "price": 20}, headers=signed_in())
         ticket = created.json()
         seen: list[dict[str, Any]] = []

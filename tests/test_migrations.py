@@ -16,7 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, MetaData, String, inspect, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from app import cli, db, migrations
+from app import cli, db, migrations, serve
 from app.migrations.environment import compare_context
 from app.migrations.history import History, Revisions, folder_of, read_revisions
 from app.preflight import StartupError, preflight
@@ -64,7 +64,7 @@ async def previous_release(empty_database: str) -> str:
 def ticketing_db(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> DbCommand:
     """``ticketing db COMMAND`` against a database: its exit code and the lines it printed."""
     # The command's own logging set-up would take over the test run's; its errors reach caplog instead.
-    monkeypatch.setattr(cli, "configure_logging", lambda level="INFO": None)
+    monkeypatch.setattr(serve, "configure_logging", lambda level="INFO": None)
     monkeypatch.delenv("TICKETING_MIGRATE", raising=False)
 
     async def run(command: str, url: str, modules: str = "users,tickets,orders") -> tuple[int, list[str]]:

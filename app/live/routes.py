@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import os
 import weakref
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -110,6 +111,8 @@ async def asset(name: FromPath[str]) -> Response[bytes]:
 class Hello(msgspec.Struct, rename="camel"):
     bus: str
     modules: list[str]
+    # Which process this stream watches: with ``ticketing run --workers N`` each has a bus of its own.
+    process: int
 
 
 async def _stream(runtime: Runtime, streams: Streams) -> AsyncIterator[ServerSentEventMessage]:
@@ -120,7 +123,8 @@ async def _stream(runtime: Runtime, streams: Streams) -> AsyncIterator[ServerSen
     try:
         if streams.closing:
             feed.close()
-        hello = Hello(bus=runtime.bus.describe(), modules=[module.name for module in runtime.modules])
+        modules = [module.name for module in runtime.modules]
+        hello = Hello(bus=runtime.bus.describe(), modules=modules, process=os.getpid())
         yield ServerSentEventMessage(event="hello", data=msgspec.json.encode(hello).decode(), retry=RECONNECT_MS)
         reported = 0
         while True:

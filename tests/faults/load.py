@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,7 +20,6 @@ import httpx
 
 from app.waiting import eventually
 from tests.conftest import Api
-from tests.deployments import Router
 
 # A request that gets no answer within this long is written down as unanswered; the load goes on.
 REQUEST_TIMEOUT = 3.0
@@ -55,19 +55,49 @@ class Ledger:
     acknowledged: int = 0
 
 
-class Shop:
-    """The deployment as its users reach it: one URL, or the orders paths routed to their own process."""
+class Spread(httpx.AsyncBaseTransport):
+    """Each request to one of the instances that serve its path, in turn, as a load balancer would."""
 
-    def __init__(self, default: str, routes: dict[str, str] | None = None, token: str | None = None) -> None:
+    def __init__(self, routes: dict[str, list[str]], default: list[str], gone: set[str]) -> None:
+        self.routes = routes
         self.default = default
-        self.routes = routes or {}
+        self.gone = gone
+        self.turn = itertools.count()
+        self.inner = httpx.AsyncHTTPTransport()
+
+    def target(self, path: str) -> str:
+        urls = next((urls for prefix, urls in self.routes.items() if path.startswith(prefix)), self.default)
+        alive = [url for url in urls if url not in self.gone] or urls
+        return alive[next(self.turn) % len(alive)]
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        target = httpx.URL(self.target(request.url.path))
+        request.url = request.url.copy_with(scheme=target.scheme, host=target.host, port=target.port)
+        request.headers["host"] = f"{target.host}:{target.port}"
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class Shop:
+    """The deployment as its users reach it: one URL, the orders paths routed to their own process, or
+    several instances of each behind a balancer (lists of URLs); ``gone`` holds the ones killed for good."""
+
+    def __init__(
+        self, default: str | list[str], routes: dict[str, str | list[str]] | None = None, token: str | None = None
+    ) -> None:
+        self.default = [default] if isinstance(default, str) else default
+        self.routes = {prefix: [urls] if isinstance(urls, str) else urls for prefix, urls in (routes or {}).items()}
+        self.gone: set[str] = set()
         # TICKETING_OPS_TOKEN, for the /ops routes, when the processes have one.
         self.ops_headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     @contextlib.asynccontextmanager
     async def client(self, timeout: float = REQUEST_TIMEOUT) -> AsyncIterator[httpx.AsyncClient]:
-        transport = Router(self.routes, self.default) if self.routes else None
-        base = "http://testserver" if transport else self.default
+        single = not self.routes and len(self.default) == 1
+        transport = None if single else Spread(self.routes, self.default, self.gone)
+        base = self.default[0] if single else "http://testserver"
         # A fresh connection per request: a connection kept across a kill would only fail once more.
         limits = httpx.Limits(max_keepalive_connections=0)
         async with httpx.AsyncClient(transport=transport, base_url=base, timeout=timeout, limits=limits) as client:
@@ -75,7 +105,8 @@ class Shop:
 
     @property
     def processes(self) -> list[str]:
-        return list(dict.fromkeys([self.default, *self.routes.values()]))
+        every = [*self.default, *(url for urls in self.routes.values() for url in urls)]
+        return [url for url in dict.fromkeys(every) if url not in self.gone]
 
 
 class Customer:

@@ -93,9 +93,7 @@ class NatsBus(Bus):
         self._nc = nc
         self._js = js = nc.jetstream(timeout=options.publish_timeout)
         try:
-            events = [options.events(">"), options.replays(">")]
-            await layout.ensure_stream(js, options.stream, events, options.max_age, options.replicas)
-            await layout.ensure_stream(js, options.dead_stream, [options.dead(">")], replicas=options.replicas)
+            await layout.ensure_streams(js, options)
         except BaseException as exc:
             self._nc = self._js = None
             await nc.close()
@@ -211,27 +209,9 @@ class NatsBus(Bus):
 
     async def _join(self, js: JetStreamContext, subject: str, group: str) -> Group:
         """The group's consumers on the server, made if missing: one on the events, one on its replays."""
-        options = self.options
         durable = layout.durable_name(subject, group)
         state = Group(subject, group, durable, f"{durable}-replay")
-        # Only a bounded history can have lost something before a new group arrived: ask only then.
-        new = bool(options.max_age) and not await layout.consumer_exists(js, options.stream, durable)
-        await layout.ensure_consumer(js, options.stream, durable, options.events(subject), options.ack_wait)
-        if new and (expired := await layout.expired_so_far(js, options.stream)):
-            # A new group starts from what the stream still holds; say so when that is not
-            # everything, or the gap in its replica goes unnoticed.
-            log.warning(
-                "[bus] Group %s is new on %s, and stream %s keeps %gs of history: older events "
-                "(%d expired from the stream so far) will not be delivered to it",
-                group,
-                subject,
-                options.stream,
-                options.max_age,
-                expired,
-            )
-        await layout.ensure_consumer(
-            js, options.stream, state.replay_durable, options.replays(durable), options.ack_wait
-        )
+        await layout.ensure_consumers(js, self.options, state)
         # Another subscribe of this group may have finished first while we awaited.
         state = self._groups.setdefault((subject, group), state)
         if state not in self._by_subject.setdefault(subject, []):

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import re
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NotFoundError
 
+from app.bus.nats.members import Group
+from app.bus.nats.options import NatsOptions
+
 log = logging.getLogger("ticketing.bus")
+T = TypeVar("T")
 
 # A NATS subject: dot-separated tokens, none of them empty, a wildcard or containing blanks.
 _SUBJECT = re.compile(r"[^\s.*>]+(\.[^\s.*>]+)*")
@@ -28,6 +36,25 @@ def check_subject(subject: str) -> str:
     if not _SUBJECT.fullmatch(subject):
         raise ValueError(f"subject {subject!r} cannot be a NATS subject (no blanks, '*', '>' or empty tokens)")
     return subject
+
+
+async def patiently(what: str, ask: Callable[[], Awaitable[T]], within: float) -> T:
+    """A JetStream request asked again while the server takes too long to answer, for up to ``within`` seconds.
+
+    A cluster that has just started, or is electing a new leader, can leave requests unanswered
+    for a few seconds; processes starting together then all ask at once.
+    """
+    loop = asyncio.get_running_loop()
+    deadline, pause = loop.time() + within, 0.1
+    while True:
+        try:
+            return await ask()
+        except NatsTimeout as exc:
+            if loop.time() + pause > deadline:
+                raise
+            log.info("[bus] NATS did not answer (%s: %s); asking again", what, exc or "timeout")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
 
 async def ensure_stream(
@@ -98,3 +125,48 @@ async def expired_so_far(js: JetStreamContext, stream: str) -> int:
     info = await js.stream_info(stream)
     first = info.state.first_seq or 1
     return max(0, first - 1)
+
+
+async def ensure_streams(js: JetStreamContext, options: NatsOptions) -> None:
+    """The stream of events and replays, and the one of dead letters, made if missing."""
+    events = [options.events(">"), options.replays(">")]
+    await patiently(
+        "the stream",
+        lambda: ensure_stream(js, options.stream, events, options.max_age, options.replicas),
+        options.connect_timeout,
+    )
+    await patiently(
+        "the dead-letter stream",
+        lambda: ensure_stream(js, options.dead_stream, [options.dead(">")], replicas=options.replicas),
+        options.connect_timeout,
+    )
+
+
+async def ensure_consumers(js: JetStreamContext, options: NatsOptions, joining: Group) -> None:
+    """A group's two consumers, made if missing: one on the subject's events, one on its replays."""
+    subject, group, durable, replay = joining.subject, joining.name, joining.durable, joining.replay_durable
+    # Only a bounded history can have lost something before a new group arrived: ask only then.
+    new = bool(options.max_age) and not await consumer_exists(js, options.stream, durable)
+    events, replays = options.events(subject), options.replays(durable)
+    await patiently(
+        f"the consumer of {group}",
+        lambda: ensure_consumer(js, options.stream, durable, events, options.ack_wait),
+        options.connect_timeout,
+    )
+    if new and (expired := await expired_so_far(js, options.stream)):
+        # A new group starts from what the stream still holds; say so when that is not
+        # everything, or the gap in its replica goes unnoticed.
+        log.warning(
+            "[bus] Group %s is new on %s, and stream %s keeps %gs of history: older events "
+            "(%d expired from the stream so far) will not be delivered to it",
+            group,
+            subject,
+            options.stream,
+            options.max_age,
+            expired,
+        )
+    await patiently(
+        f"the replay consumer of {group}",
+        lambda: ensure_consumer(js, options.stream, replay, replays, options.ack_wait),
+        options.connect_timeout,
+    )
