@@ -45,6 +45,8 @@ bench: $(STAMP) ## every benchmark, each against a baseline measured in the same
 	$(PY) benchmarks/write_path.py
 	$(PY) benchmarks/write_path_http.py
 	$(PY) benchmarks/nats_bus.py
+	$(PY) benchmarks/startup.py
+	$(PY) benchmarks/scale_out.py
 
 ci: ## what CI runs, from scratch (bash .ci/run)
 	bash .ci/run
