@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 
-from app import asyncapi, live, ops
+from app import asyncapi, live, metrics, ops, tracing
 from app.common import openapi
 from app.common.auth import Tokens, provide_user
 from app.common.body import DecimalAsNumber, JSONBodiesOnly
@@ -37,17 +38,22 @@ def create_app(settings: Settings | None = None, *, listening_on: int | None = N
         )
     modules = [load_module(name) for name in settings.modules]
     runtime = Runtime(settings, modules, listening_on)
+    plugins: list[Any] = [DecimalAsNumber()]
+    if settings.tracing.enabled:
+        tracing.configure(settings.tracing)
+        plugins.append(tracing.http_plugin())
     return Litestar(
         route_handlers=[
             *(route for module in modules for route in module.routes),
             *ops.routes,
             *live.routes,
             *asyncapi.routes,
+            *metrics.routes,
         ],
         lifespan=[runtime.lifespan],
         dependencies={"session": Provide(provide_session), "user": Provide(provide_user)},
         exception_handlers=exception_handlers,
-        plugins=[DecimalAsNumber()],
+        plugins=plugins,
         openapi_config=OpenAPIConfig(
             title="ticketing",
             version="0.1.0",
@@ -55,7 +61,7 @@ def create_app(settings: Settings | None = None, *, listening_on: int | None = N
             components=openapi.COMPONENTS,
             use_handler_docstrings=True,
         ),
-        middleware=[JSONBodiesOnly()],
+        middleware=[metrics.http_metrics().middleware, JSONBodiesOnly()],
         state=State({"settings": settings, "runtime": runtime, "tokens": Tokens(settings.auth.jwt_secret)}),
         # Logging is the process's business (``ticketing run`` sets it up), not the app's.
         logging_config=None,

@@ -18,7 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from app import db, migrations
 from app.bus import Bus, create_bus
+from app.bus import tracing as bus_tracing
 from app.bus.deadletters import SqlDeadLetters
+from app.bus.metrics import BusMetrics
 from app.bus.relay import Relay
 from app.common.module import Module
 from app.settings import Settings
@@ -46,6 +48,8 @@ class Runtime:
         self.relay = Relay(plain_sessions, self.bus)
         # The modules' sessions: what each commits goes to the relay, and on to the bus.
         self.sessionmaker: async_sessionmaker[AsyncSession] = self.relay.sessions(self.engine)
+        # What /metrics counts and reads: the bus's signals, its pending, the relay's backlog.
+        self.metrics = BusMetrics(self.bus, self.relay)
 
     @asynccontextmanager
     async def lifespan(self, _: Litestar) -> AsyncIterator[None]:
@@ -66,6 +70,9 @@ class Runtime:
                 if upgraded.changed:
                     log.info("[schema] %s", upgraded)
         await self.bus.connect()
+        self.metrics.start()
+        # Events carry their trace context only when traces were asked for (app/tracing.py).
+        bus_tracing.enable(self.settings.tracing.enabled)
         for module in self.modules:
             log.info("[%s] Connected to %s", module.name, self.bus.kind)
             log.info("[%s] Connected to %s", module.name, db.describe(self.engine))
@@ -98,6 +105,8 @@ class Runtime:
         await self.bus.close()
         # Record what the last handlers settled.
         await self.relay.close()
+        await self.metrics.stop()
+        bus_tracing.enable(False)
         await self.engine.dispose()
 
 

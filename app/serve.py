@@ -9,10 +9,12 @@ but the database and the bus, so the bus must be one they can share (not the in-
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
+import tempfile
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -108,10 +110,16 @@ def _run_one(app: Litestar, serving: Serving) -> int:
 def _run_workers(serving: Serving) -> int:
     from uvicorn.supervisors import Multiprocess
 
+    from app.bus.metrics import MULTIPROCESS_DIR
+
     os.environ[_PORT] = str(serving.port)
     os.environ[_LOG_LEVEL] = serving.log_level
-    config = _config("app.serve:worker_app", serving, factory=True, workers=serving.workers)
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    with contextlib.ExitStack() as stack:
+        if not os.environ.get(MULTIPROCESS_DIR):
+            # The workers' metrics meet there, so that /metrics adds them up, whoever answers.
+            os.environ[MULTIPROCESS_DIR] = stack.enter_context(tempfile.TemporaryDirectory(prefix="ticketing-metrics-"))
+        config = _config("app.serve:worker_app", serving, factory=True, workers=serving.workers)
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
     return 0
 
 

@@ -39,11 +39,38 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class TracingSettings:
+    """Traces, as the standard OpenTelemetry variables ask: ``OTEL_TRACES_EXPORTER`` (``otlp``,
+    ``console``, ``none``), else an ``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` means ``otlp``."""
+
+    exporters: tuple[str, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.exporters)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> TracingSettings:
+        named = env.get("OTEL_TRACES_EXPORTER", "")
+        if named.strip():
+            exporters = tuple(name.strip().lower() for name in named.split(",") if name.strip())
+            unknown = set(exporters) - {"otlp", "console", "none"}
+            if unknown:
+                raise SettingsError(
+                    f"OTEL_TRACES_EXPORTER names {', '.join(sorted(unknown))}; use otlp, console or none"
+                )
+            return cls(tuple(name for name in exporters if name != "none"))
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        return cls(("otlp",) if endpoint else ())
+
+
+@dataclass(frozen=True)
 class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     bus: BusSettings = field(default_factory=BusSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     modules: tuple[str, ...] = KNOWN_MODULES
+    tracing: TracingSettings = field(default_factory=TracingSettings)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -61,6 +88,7 @@ class Settings:
                 ops_token=env.get("TICKETING_OPS_TOKEN") or None,
             ),
             modules=parse_modules(env.get("TICKETING_MODULES") or ",".join(KNOWN_MODULES)),
+            tracing=TracingSettings.from_env(env),
         )
 
 

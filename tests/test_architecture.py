@@ -178,7 +178,7 @@ LAYERS = [
     ("what modules share", ("app.common",)),
     ("the modules", tuple(f"app.{module}" for module in MODULES)),
     ("the runtime", ("app.runtime", "app.preflight", "app.migrations")),
-    ("the app's own routes", ("app.ops", "app.live", "app.asyncapi")),
+    ("the app's own routes", ("app.ops", "app.live", "app.asyncapi", "app.metrics")),
     ("entry points", ("app.main", "app.cli", "app.__main__", "app.demo", "app.ops_client", "app")),
 ]
 

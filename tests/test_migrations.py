@@ -28,7 +28,7 @@ from tests.release_0_1_0 import PASSWORD, USER, build_previous_release, snapshot
 from tests.test_cli import run_and_fail
 
 HISTORIES = all_histories()
-HEADS = {"bus": "bus_0003", "users": "users_0001", "tickets": "tickets_0001", "orders": "orders_0001"}
+HEADS = {"bus": "bus_0004", "users": "users_0001", "tickets": "tickets_0001", "orders": "orders_0001"}
 # What a 0.1.0 database is adopted at, before it is upgraded to the heads.
 BASELINES = {name: f"{name}_0001" for name in HEADS}
 

@@ -27,7 +27,7 @@ class Bus(ABC):
     def __init__(self, policy: DeliveryPolicy | None = None) -> None:
         self.policy = policy or DeliveryPolicy()
         self.stats = BusStats()
-        self.rules = Rules(self, self.policy, self.stats)
+        self.rules = Rules(self, self.policy, self.stats, system=self.kind)
 
     @abstractmethod
     async def connect(self) -> None:

@@ -17,6 +17,8 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     data: bytes
     occurred_at: datetime
     source: str = ""
+    # W3C trace context (traceparent, tracestate) when tracing is on: see app/bus/tracing.py.
+    trace: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

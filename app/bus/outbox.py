@@ -14,10 +14,11 @@ import uuid
 from datetime import datetime, timedelta
 
 import msgspec
-from sqlalchemy import Index, LargeBinary, MetaData, String
+from sqlalchemy import Index, LargeBinary, MetaData, String, Text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from app.bus import tracing
 from app.bus.messages import Message
 from app.clock import utcnow
 from app.db import UTCDateTime
@@ -29,6 +30,7 @@ _STAGED_KEY = "ticketing.outbox.staged"
 LEASE = timedelta(seconds=3)
 # Decimals go out as JSON numbers, exactly as written: prices are numbers in every payload.
 _encoder = msgspec.json.Encoder(decimal_format="number")
+_traces = msgspec.json.Decoder(dict[str, str])
 
 
 class OutboxBase(DeclarativeBase):
@@ -47,6 +49,8 @@ class OutboxRecord(OutboxBase):
     # The relay relaying it, and until when; a row nobody holds (any more) is anybody's to relay.
     claimed_by: Mapped[str | None] = mapped_column(String(36), default=None)
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # The trace context the event carries, as JSON, when tracing is on.
+    trace: Mapped[str | None] = mapped_column(Text, default=None)
 
     __table_args__ = (
         # Only unsent rows are ever searched for: by the sweep, and when claims are renewed.
@@ -65,6 +69,7 @@ class OutboxRecord(OutboxBase):
             data=self.payload,
             occurred_at=self.occurred_at,
             source=self.source,
+            trace=_traces.decode(self.trace) if self.trace else {},
         )
 
 
@@ -75,8 +80,9 @@ def encode(payload: msgspec.Struct) -> bytes:
 
 def stage(session: AsyncSession, source: str, subject: str, payload: msgspec.Struct) -> Message:
     """Write an event to the outbox in the session's transaction; it is published after commit."""
-    now = utcnow()
-    message = Message(id=str(uuid.uuid4()), subject=subject, data=encode(payload), occurred_at=now, source=source)
+    now, message_id = utcnow(), str(uuid.uuid4())
+    trace = tracing.producing(subject, message_id, source)
+    message = Message(id=message_id, subject=subject, data=encode(payload), occurred_at=now, source=source, trace=trace)
     owner = session.info.get(OWNER_KEY)
     session.add(
         OutboxRecord(
@@ -87,6 +93,7 @@ def stage(session: AsyncSession, source: str, subject: str, payload: msgspec.Str
             occurred_at=now,
             claimed_by=owner,
             claimed_until=now + LEASE if owner else None,
+            trace=msgspec.json.encode(trace).decode() if trace else None,
         )
     )
     session.info.setdefault(_STAGED_KEY, []).append(message)

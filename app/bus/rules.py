@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from app.bus import signals
+from app.bus import signals, tracing
 from app.bus.handlers import BatchHandler, Handler, KeyedHandler, Retry, Unprocessable
 from app.bus.messages import BusStats, DeadLetter, Delivery, Fate, Outcome, Verdict
 from app.bus.parking import Parking
@@ -67,8 +67,9 @@ class Tries:
 class Rules:
     """Runs handlers and decides each delivery's fate; counts it, and tells the observers."""
 
-    def __init__(self, bus: object, policy: DeliveryPolicy, stats: BusStats) -> None:
+    def __init__(self, bus: object, policy: DeliveryPolicy, stats: BusStats, system: str = "") -> None:
         self._bus = bus  # the sender of the signals: observers listen to one bus
+        self._system = system  # what traces call the messaging system
         self.policy = policy
         self.stats = stats
         self.parking = Parking()
@@ -77,6 +78,16 @@ class Rules:
         """Run one delivery; ``tries`` is updated with what it came to."""
         self._begin(delivery)
         tries.mark = self.parking.mark()
+        if not tracing.enabled():
+            verdict = await self._run(handler, delivery, tries)
+        else:
+            with tracing.consuming(delivery, self._system) as span:
+                verdict = await self._run(handler, delivery, tries)
+                tracing.conclude(span, verdict)
+        self._end(delivery, verdict)
+        return verdict
+
+    async def _run(self, handler: Handler, delivery: Delivery, tries: Tries) -> Verdict:
         try:
             outcome = await handler(delivery)
         except Retry as exc:
@@ -99,14 +110,14 @@ class Rules:
             verdict = self._failed(handler, delivery, tries, error)
         else:
             verdict = self._acked(handler, delivery, outcome or Outcome.APPLIED)
-        self._end(delivery, verdict)
         return verdict
 
     async def run_batch(
         self, handler: Handler, deliveries: Sequence[Delivery], tries: Sequence[Tries]
     ) -> list[Verdict]:
         """Run deliveries that are ready together: as one batch when the handler can, else one by one."""
-        if len(deliveries) > 1 and isinstance(handler, BatchHandler):
+        # Traced, each delivery runs in a span of its own, which one batch for all could not give.
+        if len(deliveries) > 1 and isinstance(handler, BatchHandler) and not tracing.enabled():
             try:
                 outcomes = await handler.batch(deliveries)
             except asyncio.CancelledError:

@@ -21,10 +21,15 @@ dead_encoder = msgspec.json.Encoder()
 dead_decoder = msgspec.json.Decoder(DeadLetter)
 
 
+# The W3C trace context headers, as any OpenTelemetry-aware consumer reads them.
+TRACE_HEADERS = ("traceparent", "tracestate")
+
+
 def headers(message: Message) -> dict[str, str]:
     found = {MSG_ID: message.id, OCCURRED_AT: message.occurred_at.isoformat()}
     if message.source:
         found[SOURCE] = message.source
+    found.update(message.trace)
     return found
 
 
@@ -42,4 +47,5 @@ def decode(subject: str, msg: Msg, metadata: Msg.Metadata) -> Message:
         data=bytes(msg.data),
         occurred_at=occurred_at,
         source=found.get(SOURCE, ""),
+        trace={name: found[name] for name in TRACE_HEADERS if name in found},
     )
