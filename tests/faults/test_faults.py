@@ -77,6 +77,15 @@ def _sqlite(folder: Path, name: str) -> str:
     return f"sqlite+aiosqlite:///{folder / f'{name}.db'}"
 
 
+# Log lines of every event (the seed's two), left out of what a failure shows.
+_ROUTINE = (
+    "[tickets] Event published",
+    "[orders] Event published",
+    "[tickets] Message received",
+    "[orders] Message received",
+)
+
+
 # -- the faults: each returns once the system is whole again (restarted, resumed) ------------------
 
 FaultStep = Callable[[Deployment, str, Load], Awaitable[None]]
@@ -163,6 +172,12 @@ async def test_every_copy_converges_after_a_real_fault_under_load(
             await FAULTS[fault](deployment, target, load)
             await load.until_acknowledged(40)
         stopped = time.monotonic()
-        await settle(deployment.shop)
-        settle_times[f"{kind}-{target}-{fault}"] = time.monotonic() - stopped
-        await check_everything_converged(deployment.shop, load)
+        try:
+            await settle(deployment.shop)
+            settle_times[f"{kind}-{target}-{fault}"] = time.monotonic() - stopped
+            await check_everything_converged(deployment.shop, load)
+        except (AssertionError, TimeoutError):
+            for name, app in deployment.apps.items():  # shown with the failure: what each process said
+                print(f"==== {name}, the lines that say more than that all went well:")
+                print("\n".join(line for line in app.lines if not line.startswith(_ROUTINE)))
+            raise
