@@ -249,8 +249,9 @@ class Relay:
             select(OutboxRecord.id)
             .where(
                 OutboxRecord.published_at.is_(None),
+                # This relay's own rows too: one whose commit was never heard here (a task
+                # cancelled while committing) would otherwise wait for the next run of the process.
                 or_(OutboxRecord.claimed_until.is_(None), OutboxRecord.claimed_until < now),
-                or_(OutboxRecord.claimed_by.is_(None), OutboxRecord.claimed_by != self.owner),
             )
             .order_by(OutboxRecord.occurred_at)
             .limit(_CHUNK)
@@ -264,8 +265,10 @@ class Relay:
             .returning(OutboxRecord)
         )
         async with self._sessionmaker() as session:
-            rows = sorted((await session.scalars(claim)).all(), key=lambda row: row.occurred_at)
+            found = (await session.scalars(claim)).all()
             await session.commit()
+        # A row still on its way from here (its renewal late) is claimed again above, not queued twice.
+        rows = sorted((row for row in found if row.id not in self._held), key=lambda row: row.occurred_at)
         if rows:
             log.info(
                 "[outbox] Relaying %d event(s) no live process holds (an earlier run's, or a stopped one's)", len(rows)

@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session
 
 from app import db
 from app.bus import Delivery, Message
 from app.bus.memory import MemoryBus
-from app.bus.outbox import LEASE, OutboxRecord
+from app.bus.outbox import LEASE, OWNER_KEY, OutboxRecord
 from app.bus.relay import Relay
+from app.clock import utcnow
 from app.waiting import eventually
 from tests.bus.test_outbox import Received, engine, unsent, write
 
@@ -152,3 +154,36 @@ async def test_a_relay_that_stops_lets_go_so_that_the_next_start_takes_over_at_o
     await eventually(lambda: bus.stats.published == 1, timeout=LEASE.total_seconds() / 2, what="the row, at once")
     assert restarted.owner != holder.owner
     await eventually(lambda: _none_unsent(engine), timeout=5, what="the row marked sent")
+
+
+async def test_a_row_whose_commit_the_relay_never_heard_goes_out_once_its_claim_runs_out(
+    engine: AsyncEngine, relays: list[Relay]
+) -> None:
+    # A task cancelled while committing: the row is in, claimed by this relay, and the hook
+    # that hands it over never ran. Nothing but the relay's own upkeep can send it.
+    bus = MemoryBus()
+    received = Received()
+    await bus.subscribe("note:written", "readers", received)
+    relay = await relay_on(engine, bus, relays)
+    unheard = db.create_sessionmaker(engine, session_class=Session, **{OWNER_KEY: relay.owner})
+    await write(unheard, "lost")
+    assert await claims(engine) == Counter({relay.owner: 1})
+    await eventually(lambda: len(received.messages) == 1, timeout=10, what="the unheard row, from its own relay")
+    await eventually(lambda: _none_unsent(engine), timeout=5, what="the row marked sent")
+
+
+async def test_a_relay_whose_claims_ran_out_while_it_still_holds_them_publishes_each_once(
+    engine: AsyncEngine, relays: list[Relay]
+) -> None:
+    stuck = Unreachable()
+    holder = await relay_on(engine, stuck, relays)
+    await write(holder.sessions(engine), "a", "b")
+    # Their claims ran out while they were queued here: a commit that waited longer than a lease
+    # for SQLite's write lock hands over rows already expired. A take-over round comes next.
+    async with engine.begin() as connection:
+        await connection.execute(update(OutboxRecord).values(claimed_until=utcnow() - LEASE))
+    assert await holder._take_over() == 0
+    assert await claims(engine) == Counter({holder.owner: 2})
+    stuck.reachable = True
+    assert await holder.flush(timeout=10)
+    assert (stuck.stats.published, await unsent(engine)) == (2, 0)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from app.waiting import eventually
 from tests.conftest import Api
@@ -214,12 +215,19 @@ class Load:
 
 
 async def settle(shop: Shop, timeout: float = 120.0) -> None:
-    """Until every process says nothing is pending, twice in a row: every copy has had its events."""
+    """Until every process says nothing is pending and no request is in progress, twice in a row.
+
+    Nothing pending: every copy has had its events. No request in progress: a process that was
+    paused answers, once resumed, the requests its users gave up on meanwhile; they change things
+    after the load has stopped, and the verdict must wait for them.
+    """
 
     async def quiet(client: httpx.AsyncClient) -> bool:
         for url in shop.processes:
             response = await client.get(f"{url}/ops/bus", headers=shop.ops_headers)
             if response.status_code != 200 or response.json()["pending"]:
+                return False
+            if await requests_in_progress(client, url, shop.ops_headers):
                 return False
         return True
 
@@ -232,6 +240,18 @@ async def settle(shop: Shop, timeout: float = 120.0) -> None:
                 return False
 
         await eventually(settled, timeout=timeout, interval=0.05, what="every process to settle (pending 0)")
+
+
+async def requests_in_progress(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> float:
+    """What ``/metrics`` says is being answered right now (the scrape itself not counted)."""
+    response = await client.get(f"{url}/metrics", headers=headers)
+    assert response.status_code == 200, response.text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(response.text)
+        if family.name == "ticketing_http_requests_in_progress"
+        for sample in family.samples
+    )
 
 
 async def all_pages(client: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None) -> list[Any]:
