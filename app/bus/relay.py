@@ -1,7 +1,8 @@
 """The outbox's relay: publishes committed events in commit order, marks their rows sent, keeps its claims.
 
 Three loops. One publishes as soon as a commit hands events over; one marks rows sent, as one
-UPDATE for everything done since its last round, so that marking never delays publishing; one,
+UPDATE for everything done in the last 50 ms (at once when someone waits for it: flush, close),
+so that marking never delays publishing or delivery; one,
 every second, renews the claims of the rows still on their way from here and takes over the rows
 nobody holds any more (a process that died, an earlier run of this one), with ``FOR UPDATE SKIP
 LOCKED`` on PostgreSQL so that several processes never take the same row. Under load the first
@@ -15,6 +16,7 @@ for a retry when the process stops is published again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -48,6 +50,7 @@ class Relay:
         retry_delay: float = 0.5,
         keep_sent: timedelta = timedelta(days=1),
         upkeep_every: float = 1.0,
+        mark_every: float = 0.05,
     ) -> None:
         self.owner = str(uuid.uuid4())
         self._sessionmaker = sessionmaker
@@ -55,12 +58,15 @@ class Relay:
         self._retry_delay = retry_delay
         self._keep_sent = keep_sent
         self._upkeep_every = upkeep_every
+        self._mark_every = mark_every
         self._queue: list[Message] = []
         self._published: list[str] = []
         # Rows this relay holds, staged or taken over here and not marked sent yet: it renews their claims.
         self._held: set[str] = set()
         self._wake = asyncio.Event()
         self._wake_marker = asyncio.Event()
+        # Set by whoever waits for the marking (flush, close): no gathering then.
+        self._mark_now = asyncio.Event()
         # Set while there is nothing to publish, and nothing to mark, respectively.
         self._published_all = asyncio.Event()
         self._published_all.set()
@@ -77,7 +83,6 @@ class Relay:
             """A class of this relay's own: its hooks hear this relay's sessions and no others."""
 
         event.listen(RelayedSession, "after_commit", self._committed)
-        event.listen(RelayedSession, "after_rollback", staged)  # what a rolled-back transaction staged is forgotten
         return db.create_sessionmaker(engine, session_class=RelayedSession, **{OWNER_KEY: self.owner})
 
     @property
@@ -107,6 +112,7 @@ class Relay:
         On a bus that is not durable, a row is done only once its event has settled: flush
         does not wait for the handlers.
         """
+        self._mark_now.set()
         return await self._wait_for(timeout, self._published_all, self._marked_all)
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -125,6 +131,7 @@ class Relay:
         await self.stop(timeout)
         if "mark" not in self._tasks:
             return
+        self._mark_now.set()
         await self._wait_for(timeout, self._marked_all)
         if not self._bus.durable:
             signals.settled.disconnect(self._on_settled, sender=self._bus)
@@ -192,6 +199,13 @@ class Relay:
     async def _mark_loop(self) -> None:
         while True:
             await self._wake_marker.wait()
+            # Marking is bookkeeping for a restart, not delivery: it gathers what settles for a
+            # moment, one UPDATE for all, instead of taking the loop (and the database's write
+            # lock) once per event while answers and deliveries wait.
+            if not self._mark_now.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._mark_every):
+                        await self._mark_now.wait()
             self._wake_marker.clear()
             while self._published:
                 ids, self._published = self._published, []
@@ -202,6 +216,7 @@ class Relay:
                     self._published[:0] = ids
                     await asyncio.sleep(self._retry_delay)
             self._marked_all.set()
+            self._mark_now.clear()
 
     async def _mark_sent(self, ids: Sequence[str]) -> bool:
         try:

@@ -12,11 +12,15 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from app.bus import Retry
 
+# A record's version at its INSERT, as in the original (mongoose-update-if-current): known before
+# the INSERT, so that a creation's event is staged without a flush of its own.
+FIRST_VERSION = 0
+
 
 def next_version(current: int | None) -> int:
-    """``version_id_generator`` of the records a module owns: 0 first, as in the original
-    (mongoose-update-if-current), then one more at every save."""
-    return 0 if current is None else current + 1
+    """``version_id_generator`` of the records a module owns: :data:`FIRST_VERSION` first, then
+    one more at every save."""
+    return FIRST_VERSION if current is None else current + 1
 
 
 async def saved(session: AsyncSession) -> bool:

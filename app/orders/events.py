@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bus.outbox import stage
 from app.common.events import OrderCancelled, OrderCreated, OrderTicket, Subjects, TicketRef
+from app.common.versioning import FIRST_VERSION
 from app.orders.models import Order
 
 MODULE = "orders"
@@ -15,9 +16,10 @@ PUBLISHES = (Subjects.ORDER_CREATED, Subjects.ORDER_CANCELLED)
 
 
 def stage_order_created(session: AsyncSession, order: Order, ticket_price: Decimal) -> None:
+    """Staged before the order's INSERT: one flush, the commit's, then writes both."""
     event = OrderCreated(
         id=order.id,
-        version=order.version,
+        version=FIRST_VERSION,
         status=order.status,
         user_id=order.user_id,
         expires_at=order.expires_at,

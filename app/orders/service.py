@@ -44,15 +44,15 @@ async def create_order(session: AsyncSession, user_id: str, ticket_id: str) -> t
         created_at=now,
     )
     session.add(order)
+    stage_order_created(session, order, ticket.price)
     try:
-        await session.flush()
+        await session.commit()  # the INSERT gives the order the version its event carries
     except IntegrityError:
         # Another order for this ticket was inserted since the check above: the unique
-        # index on live orders let exactly one through, and it was not this one.
+        # index on live orders let exactly one through, and it was not this one. The
+        # rollback forgets the event staged with it.
         await session.rollback()
         raise Conflict("Ticket is already reserved", field="ticketId") from None
-    stage_order_created(session, order, ticket.price)
-    await session.commit()
     return order, ticket
 
 

@@ -26,9 +26,8 @@ from app.tickets.models import OrderReplica, Ticket
 async def create_ticket(session: AsyncSession, user_id: str, title: str, price: Decimal) -> Ticket:
     ticket = Ticket(id=new_id(), title=title, price=price, user_id=user_id)
     session.add(ticket)
-    await session.flush()  # assigns version 0, which the event carries
     stage_ticket_created(session, ticket)
-    await session.commit()
+    await session.commit()  # the INSERT gives the ticket the version its event carries
     return ticket
 
 
