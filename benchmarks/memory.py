@@ -124,7 +124,7 @@ async def order_rush(directory: Path, buyers: int) -> None:
 
     await runtime.start()
     try:
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=60) as client:
             created = await client.post("/api/tickets", json={"title": "the show", "price": 50}, headers=headers())
             ticket_id = created.json()["id"]
@@ -140,10 +140,11 @@ async def order_rush(directory: Path, buyers: int) -> None:
             )
             answered = time.perf_counter() - began
             codes = Counter(response.status_code for response in answers)
-            winner = next(response.json()["id"] for response in answers if response.status_code == 201)
+            winner: str = next(response.json()["id"] for response in answers if response.status_code == 201)
 
             async def held() -> bool:
-                return (await client.get(f"/api/tickets/{ticket_id}")).json()["orderId"] == winner
+                holder: str | None = (await client.get(f"/api/tickets/{ticket_id}")).json()["orderId"]
+                return holder == winner
 
             await eventually(held, timeout=30, interval=0.001, what="the ticket held by the one order")
             reserved = time.perf_counter() - began

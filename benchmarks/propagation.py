@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -123,7 +122,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--edits", type=int, default=500)
     parser.add_argument("--bus", choices=["memory", "nats", "both"], default="both")
-    parser.add_argument("--log-level", default="INFO", help="the app's; INFO (the default run) logs two lines per event")
+    parser.add_argument(
+        "--log-level", default="INFO", help="the app's; INFO (the default run) logs two lines per event"
+    )
     args = parser.parse_args()
     buses = ["memory", "nats"] if args.bus == "both" else [args.bus]
     with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as stack:
