@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, runtime_checkable
 
 from app.bus.messages import Delivery, Outcome
 
@@ -35,6 +36,31 @@ class KeyedHandler(Protocol):
     async def __call__(self, delivery: Delivery) -> Outcome | None: ...
 
     def key(self, delivery: Delivery) -> str | None: ...
+
+
+# isinstance() against a runtime-checkable Protocol inspects the object's attributes each time
+# (microseconds, on every delivery): what a handler can do is worked out once per handler.
+_abilities: weakref.WeakKeyDictionary[object, tuple[bool, bool]] = weakref.WeakKeyDictionary()
+
+
+def _abilities_of(handler: Handler) -> tuple[bool, bool]:
+    try:
+        return _abilities[handler]
+    except KeyError:
+        found = _abilities[handler] = (isinstance(handler, KeyedHandler), isinstance(handler, BatchHandler))
+        return found
+    except TypeError:  # not weakly referable: asked each time
+        return isinstance(handler, KeyedHandler), isinstance(handler, BatchHandler)
+
+
+def is_keyed(handler: Handler) -> TypeGuard[KeyedHandler]:
+    """Whether the handler says which record a delivery is about."""
+    return _abilities_of(handler)[0]
+
+
+def takes_batches(handler: Handler) -> TypeGuard[BatchHandler]:
+    """Whether the handler can take several deliveries as one unit of work."""
+    return _abilities_of(handler)[1]
 
 
 class Retry(Exception):

@@ -22,7 +22,7 @@ from blinker import Namespace
 from app.bus import signals
 from app.bus.base import Bus, BusClosedError
 from app.bus.deadletters import DeadLetters, InProcessDeadLetters
-from app.bus.handlers import BatchHandler, Handler
+from app.bus.handlers import Handler, takes_batches
 from app.bus.messages import DeadLetter, Delivery, Message, Verdict
 from app.bus.rules import DeliveryPolicy, Tries
 
@@ -239,7 +239,7 @@ class MemoryBus(Bus):
     async def _work(self, state: _Group, handler: Handler) -> None:
         me = asyncio.current_task()
         assert me is not None
-        batching = isinstance(handler, BatchHandler)
+        batching = takes_batches(handler)
         while not self._consuming_stopped:
             state.idle.add(me)
             try:

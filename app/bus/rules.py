@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from app.bus import signals, tracing
-from app.bus.handlers import BatchHandler, Handler, KeyedHandler, Retry, Unprocessable
+from app.bus.handlers import Handler, Retry, Unprocessable, is_keyed, takes_batches
 from app.bus.messages import BusStats, DeadLetter, Delivery, Fate, Outcome, Verdict
 from app.bus.parking import Parking
 from app.clock import utcnow
@@ -117,7 +117,7 @@ class Rules:
     ) -> list[Verdict]:
         """Run deliveries that are ready together: as one batch when the handler can, else one by one."""
         # Traced, each delivery runs in a span of its own, which one batch for all could not give.
-        if len(deliveries) > 1 and isinstance(handler, BatchHandler) and not tracing.enabled():
+        if len(deliveries) > 1 and takes_batches(handler) and not tracing.enabled():
             try:
                 outcomes = await handler.batch(deliveries)
             except asyncio.CancelledError:
@@ -224,4 +224,4 @@ class Rules:
 
 
 def _key(handler: Handler, delivery: Delivery) -> str | None:
-    return handler.key(delivery) if isinstance(handler, KeyedHandler) else None
+    return handler.key(delivery) if is_keyed(handler) else None
