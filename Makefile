@@ -41,12 +41,8 @@ format: $(STAMP) ## ruff's fixes and formatting, applied
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-bench: $(STAMP) ## every benchmark, each against a baseline measured in the same run
-	$(PY) benchmarks/write_path.py
-	$(PY) benchmarks/write_path_http.py
-	$(PY) benchmarks/nats_bus.py
-	$(PY) benchmarks/startup.py
-	$(PY) benchmarks/scale_out.py
+bench: $(STAMP) ## every benchmark, each against a baseline measured in the same run (BENCH=--quick: smaller)
+	$(PY) benchmarks $(BENCH)
 
 ci: ## what CI runs, from scratch (bash .ci/run)
 	bash .ci/run
