@@ -49,6 +49,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped under TICKETING_TEST_STRICT=1, which allows no skips: {reason}"
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``postgres`` needs TICKETING_TEST_POSTGRES_URL: without it, it skips, and says why."""
+    if item.get_closest_marker("postgres") and POSTGRES_URL is None:
+        pytest.skip("set TICKETING_TEST_POSTGRES_URL=postgresql+asyncpg://... to run the PostgreSQL tests")
+
+
 @pytest.fixture(autouse=True)
 def cheap_password_hashing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Argon2id at the library's cheapest parameters: the same code, without its deliberate cost.
