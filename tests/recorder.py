@@ -49,8 +49,10 @@ class Recorder:
     def published(self) -> Counter[str]:
         return Counter(r["messageId"] for r in self.records if r["result"] == "published")
 
-    def published_by(self, url: str) -> set[str]:
-        return {r["messageId"] for r in self.records if r["result"] == "published" and r["process"] == url}
+    def published_by(self, process: str | int) -> set[str]:
+        """What one process published: an instance by its URL, or one worker of several by its pid."""
+        key = "process" if isinstance(process, str) else "pid"
+        return {r["messageId"] for r in self.records if r["result"] == "published" and r[key] == process}
 
     async def _follow(self, url: str, stream: int) -> None:
         limits = httpx.Limits(max_keepalive_connections=0)  # a new connection, so maybe a new worker

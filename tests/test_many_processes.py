@@ -111,13 +111,14 @@ async def stream_leader(cluster: NatsCluster) -> int:
     return int(info.cluster.leader.removeprefix("n"))
 
 
-def check_published_once_and_applied_once(recorder: Recorder, died: Collection[str] = ()) -> None:
+def check_published_once_and_applied_once(recorder: Recorder, died: Collection[str | int] = ()) -> None:
+    """``died``: the processes killed, by URL (an instance) or pid (one worker of several)."""
     applied = recorder.applied()
     twice = {key: count for key, count in applied.items() if count > 1}
     assert not twice, f"applied more than once in a group: {twice}"
     # A process that died after publishing and before marking its rows sent leaves them to be
     # published again by another: those alone may be published twice.
-    excused = {message for url in died for message in recorder.published_by(url)}
+    excused = {message for process in died for message in recorder.published_by(process)}
     again = {message: count for message, count in recorder.published().items() if count > 1 and message not in excused}
     assert not again, f"published more than once: {again}"
 
@@ -135,14 +136,14 @@ async def run_fault(estate_: Estate, recorder: Recorder, fault: str) -> float:
     return took
 
 
-async def kill_a_nats_node(estate_: Estate, load: Load) -> set[str]:
+async def kill_a_nats_node(estate_: Estate, load: Load) -> set[str | int]:
     # The stream's leader, for the worst of it: the stream must elect another and go on.
     await asyncio.to_thread(estate_.cluster.nodes[await stream_leader(estate_.cluster)].kill)
     await load.until_acknowledged(30)
     return set()
 
 
-async def kill_an_instance_with_events_unrelayed(estate_: Estate, load: Load) -> set[str]:
+async def kill_an_instance_with_events_unrelayed(estate_: Estate, load: Load) -> set[str | int]:
     victim = estate_.instances["tickets-2"]
     assert estate_.link is not None
     estate_.link.freeze()  # its link to NATS goes quiet: it serves, commits, and cannot publish
@@ -153,14 +154,14 @@ async def kill_an_instance_with_events_unrelayed(estate_: Estate, load: Load) ->
     return {victim.url}
 
 
-async def kill_one_worker(estate_: Estate, load: Load) -> set[str]:
+async def kill_one_worker(estate_: Estate, load: Load) -> set[str | int]:
     instance = estate_.instances["orders-1"]
     before = instance.workers()
     assert len(before) == 2
     os.kill(before[0], signal.SIGKILL)
     # uvicorn's supervisor starts another in its place.
     await eventually(lambda: len(set(instance.workers()) - set(before)) == 1, timeout=30, what="a new worker")
-    return set()
+    return {before[0]}
 
 
 FAULTS = {
