@@ -21,7 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import db, migrations
-from app.bus import Delivery, Message, Outcome
+from app.bus import Delivery, Message, Outcome, outbox
 from app.bus.outbox import OutboxRecord, encode
 from app.clock import utcnow
 from app.common.events import Event, QueueGroups
@@ -178,7 +178,7 @@ AppFactory = Callable[..., AbstractAsyncContextManager[Api]]
 async def sessions(database_url: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
     """Sessions on a database holding every module's tables, with no relay: staged events stay in the outbox."""
     engine = db.create_engine(database_url)
-    yield db.create_sessionmaker(engine)
+    yield outbox.sessions(engine)
     await engine.dispose()
 
 

@@ -21,6 +21,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import db
+from app.bus import outbox
 from app.common.auth import CurrentUser, Tokens
 from app.main import create_app
 from app.runtime import Runtime
@@ -161,7 +162,7 @@ class SplitApi(Api):
         if url not in self._sessions:
             engine = db.create_engine(url)
             self._engines.append(engine)
-            self._sessions[url] = db.create_sessionmaker(engine)
+            self._sessions[url] = outbox.sessions(engine)
         return self._sessions[url]
 
     async def counters(self) -> dict[str, int]:

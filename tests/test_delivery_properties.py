@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import db
-from app.bus import DeliveryPolicy, Message
+from app.bus import DeliveryPolicy, Message, outbox
 from app.bus.memory import MemoryBus
 from app.bus.outbox import OutboxBase, OutboxRecord, encode
 from app.clock import utcnow
@@ -89,7 +89,7 @@ async def delivered_by_bus(
     async with engine.begin() as connection:
         for metadata in (OutboxBase.metadata, TicketsBase.metadata, OrdersBase.metadata):
             await connection.run_sync(metadata.create_all)
-    sessions = db.create_sessionmaker(engine)
+    sessions = outbox.sessions(engine)
     bus = MemoryBus(PATIENT)
     await bus.connect()
     try:

@@ -17,16 +17,17 @@ from datetime import datetime, timedelta
 
 import msgspec
 from sqlalchemy import Index, LargeBinary, MetaData, String, Text, event, insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from app import db
 from app.bus import tracing
 from app.bus.messages import Message
 from app.clock import utcnow
 from app.db import UTCDateTime
 
 # Session info: the relay (by its owner id) whose claim a staged row starts with.
-OWNER_KEY = "ticketing.outbox.owner"
+_OWNER_KEY = "ticketing.outbox.owner"
 _STAGED_KEY = "ticketing.outbox.staged"
 _ROWS_KEY = "ticketing.outbox.rows"
 # How long a claim holds without being renewed: a dead process's rows go to another within it.
@@ -86,11 +87,19 @@ def encode(payload: msgspec.Struct) -> bytes:
 
 
 def stage(session: AsyncSession, source: str, subject: str, payload: msgspec.Struct) -> Message:
-    """Write an event to the outbox in the session's transaction; it is published after commit."""
+    """Write an event to the outbox in the session's transaction; it is published after commit.
+
+    The session must be an :class:`OutboxSession`'s (``Relay.sessions()`` or :func:`sessions`).
+    """
+    if not isinstance(session.sync_session, OutboxSession):
+        raise TypeError(
+            f"stage() needs a session that writes the outbox (Relay.sessions() or outbox.sessions()), "
+            f"not {type(session.sync_session).__name__}: its event would be lost"
+        )
     now, message_id = utcnow(), str(uuid.uuid4())
     trace = tracing.producing(subject, message_id, source)
     message = Message(id=message_id, subject=subject, data=encode(payload), occurred_at=now, source=source, trace=trace)
-    owner = session.info.get(OWNER_KEY)
+    owner = session.info.get(_OWNER_KEY)
     row = {
         "id": message.id,
         "subject": subject,
@@ -113,14 +122,36 @@ def staged(session: Session) -> list[Message]:
     return found
 
 
-@event.listens_for(Session, "before_commit")
+class OutboxSession(Session):
+    """Sessions that write the outbox rows staged on them, as their transaction commits.
+
+    ``stage()`` takes only these (``AsyncSession`` over them): any other session would commit
+    the change and silently drop its event. A relay's sessions are of a subclass of its own.
+    """
+
+
+def sessions(
+    engine: AsyncEngine, *, session_class: type[OutboxSession] = OutboxSession, owner: str | None = None
+) -> async_sessionmaker[AsyncSession]:
+    """Sessions on ``engine`` that ``stage()`` can write events in.
+
+    ``owner``: the relay whose claim the rows start with (``Relay.sessions()`` passes its own and
+    hears each commit); without one, the rows wait for any relay to take them over.
+    """
+    info = {_OWNER_KEY: owner} if owner else {}
+    return db.create_sessionmaker(engine, session_class=session_class, **info)
+
+
+@event.listens_for(OutboxSession, "before_commit")
 def _write_staged(session: Session) -> None:
-    # Any session's (not only a relay's): stage() works on whatever session its caller has.
+    # Before the commit's own flush, in the same transaction (however it commits: commit(),
+    # a begin() block): one INSERT for every row staged.
     if rows := session.info.pop(_ROWS_KEY, None):
         session.connection().execute(_INSERT, rows)
 
 
-@event.listens_for(Session, "after_rollback")
+@event.listens_for(OutboxSession, "after_rollback")
 def _forget_staged(session: Session) -> None:
+    # Also when a failed flush rolled the transaction back on its own: nothing of it is kept.
     session.info.pop(_ROWS_KEY, None)
     session.info.pop(_STAGED_KEY, None)

@@ -27,11 +27,10 @@ from sqlalchemy import delete, event, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session
 
-from app import db
-from app.bus import signals
+from app.bus import outbox, signals
 from app.bus.base import Bus
 from app.bus.messages import Message
-from app.bus.outbox import LEASE, OWNER_KEY, OutboxRecord, staged
+from app.bus.outbox import LEASE, OutboxRecord, OutboxSession, staged
 from app.clock import utcnow
 
 log = logging.getLogger("ticketing.outbox")
@@ -79,11 +78,11 @@ class Relay:
     def sessions(self, engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
         """Sessions whose commits hand the events they staged to this relay, at once."""
 
-        class RelayedSession(Session):
-            """A class of this relay's own: its hooks hear this relay's sessions and no others."""
+        class RelayedSession(OutboxSession):
+            """A class of this relay's own: its hook hears this relay's sessions and no others."""
 
         event.listen(RelayedSession, "after_commit", self._committed)
-        return db.create_sessionmaker(engine, session_class=RelayedSession, **{OWNER_KEY: self.owner})
+        return outbox.sessions(engine, session_class=RelayedSession, owner=self.owner)
 
     @property
     def backlog(self) -> int:

@@ -315,3 +315,12 @@ async def test_stop_waits_for_publishing_only_and_does_not_call_marked_rows_unse
     await engine.dispose()
     assert bus.stats.published == 2
     assert "left unsent" not in caplog.text, caplog.text
+
+
+async def test_staging_on_a_session_that_does_not_write_the_outbox_is_refused(engine: AsyncEngine) -> None:
+    # A plain session would commit the change and drop its event without a word.
+    async with db.create_sessionmaker(engine)() as session:
+        session.add(Note(id="n", text="n"))
+        with pytest.raises(TypeError, match="needs a session that writes the outbox"):
+            stage(session, "notes", "note:written", NoteWritten(id="n", text="n"))
+    assert await unsent(engine) == 0

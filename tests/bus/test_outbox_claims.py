@@ -13,12 +13,11 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import Session
 
 from app import db
-from app.bus import Delivery, Message
+from app.bus import Delivery, Message, outbox
 from app.bus.memory import MemoryBus
-from app.bus.outbox import LEASE, OWNER_KEY, OutboxRecord
+from app.bus.outbox import LEASE, OutboxRecord
 from app.bus.relay import Relay
 from app.clock import utcnow
 from app.waiting import eventually
@@ -165,7 +164,7 @@ async def test_a_row_whose_commit_the_relay_never_heard_goes_out_once_its_claim_
     received = Received()
     await bus.subscribe("note:written", "readers", received)
     relay = await relay_on(engine, bus, relays)
-    unheard = db.create_sessionmaker(engine, session_class=Session, **{OWNER_KEY: relay.owner})
+    unheard = outbox.sessions(engine, owner=relay.owner)
     await write(unheard, "lost")
     assert await claims(engine) == Counter({relay.owner: 1})
     await eventually(lambda: len(received.messages) == 1, timeout=10, what="the unheard row, from its own relay")

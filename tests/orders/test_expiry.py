@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app import db
+from app.bus import outbox
 from app.bus.outbox import OutboxRecord
 from app.clock import utcnow
 from app.common.events import OrderStatus
@@ -113,7 +114,7 @@ async def test_workers_of_several_processes_cancel_each_order_once(
         await session.commit()
     engines = [db.create_engine(database_url) for _ in range(4)]
     try:
-        counts = await asyncio.gather(*(expiry.expire_due_orders(db.create_sessionmaker(e)) for e in engines))
+        counts = await asyncio.gather(*(expiry.expire_due_orders(outbox.sessions(e)) for e in engines))
     finally:
         for engine in engines:
             await engine.dispose()
