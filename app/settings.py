@@ -36,6 +36,10 @@ class AuthSettings:
     # and will not be accepted by another process.
     generated_secret: bool = True
     ops_token: str | None = field(default=None, repr=False)
+    # TICKETING_COOKIE_SECURE=1: the session cookie goes only over HTTPS (a TLS proxy in front).
+    cookie_secure: bool = False
+    # TICKETING_AUTH_RATE: signup/signin attempts one client may make a minute; 0 lifts the limit.
+    attempts_per_minute: int = 30
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class Settings:
                 jwt_secret=secret or secrets.token_urlsafe(32),
                 generated_secret=secret is None,
                 ops_token=env.get("TICKETING_OPS_TOKEN") or None,
+                cookie_secure=parse_flag_setting("TICKETING_COOKIE_SECURE", env.get("TICKETING_COOKIE_SECURE", "")),
+                attempts_per_minute=parse_auth_rate(env.get("TICKETING_AUTH_RATE", "")),
             ),
             modules=parse_modules(env.get("TICKETING_MODULES") or ",".join(KNOWN_MODULES)),
             tracing=TracingSettings.from_env(env),
@@ -102,6 +108,28 @@ def parse_modules(value: str) -> tuple[str, ...]:
     if not names:
         raise SettingsError(f"TICKETING_MODULES is empty; choose from {', '.join(KNOWN_MODULES)}")
     return names
+
+
+def parse_flag_setting(name: str, value: str) -> bool:
+    """``1`` on, ``0`` or unset off; anything else is refused rather than guessed at."""
+    if value.strip() not in {"", "0", "1"}:
+        raise SettingsError(f"{name} is {value!r}; set 1 (on) or 0 (off)")
+    return value.strip() == "1"
+
+
+def parse_auth_rate(value: str) -> int:
+    if not value.strip():
+        return AuthSettings.attempts_per_minute
+    try:
+        rate = int(value)
+    except ValueError:
+        rate = -1
+    if rate < 0:
+        raise SettingsError(
+            f"TICKETING_AUTH_RATE is {value!r}; set the signup/signin attempts one client may make a minute "
+            "(a whole number; 0 lifts the limit)"
+        )
+    return rate
 
 
 def parse_migrate(value: str) -> Migrate:

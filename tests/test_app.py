@@ -27,6 +27,7 @@ def test_settings_default_to_the_spec() -> None:
     assert settings.auth.ops_token is None
     assert settings.auth.generated_secret
     assert len(settings.auth.jwt_secret) >= 32
+    assert (settings.auth.cookie_secure, settings.auth.attempts_per_minute) == (False, 30)
 
 
 def test_settings_read_every_variable() -> None:
@@ -37,8 +38,11 @@ def test_settings_read_every_variable() -> None:
             "TICKETING_MODULES": "orders, tickets",
             "TICKETING_JWT_SECRET": "s3cret",
             "TICKETING_OPS_TOKEN": "ops",
+            "TICKETING_COOKIE_SECURE": "1",
+            "TICKETING_AUTH_RATE": "0",
         }
     )
+    assert (settings.auth.cookie_secure, settings.auth.attempts_per_minute) == (True, 0)
     assert settings.database.url == "postgresql+asyncpg://db/x"
     assert settings.bus.url == "nats://nats:4222"
     assert settings.modules == ("orders", "tickets")
@@ -53,6 +57,15 @@ def test_settings_read_every_variable() -> None:
 def test_unknown_modules_are_refused_by_name(value: str, complaint: str) -> None:
     with pytest.raises(SettingsError, match=complaint):
         parse_modules(value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("TICKETING_COOKIE_SECURE", "yes"), ("TICKETING_AUTH_RATE", "-1"), ("TICKETING_AUTH_RATE", "many")],
+)
+def test_a_setting_that_cannot_be_read_is_refused_by_name(variable: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=variable):
+        Settings.from_env({variable: value})
 
 
 def test_a_random_jwt_secret_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
