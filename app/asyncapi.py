@@ -32,6 +32,7 @@ from app.common.events import (
     TicketCreated,
     TicketRef,
     TicketUpdated,
+    UserSignedOut,
 )
 from app.common.module import Module
 from app.settings import KNOWN_MODULES
@@ -65,6 +66,9 @@ _EXAMPLES: dict[Subjects, Event] = {
         ticket=OrderTicket(id=_TICKET, price=Decimal("25.00")),
     ),
     Subjects.ORDER_CANCELLED: OrderCancelled(id=_ORDER, version=1, ticket=TicketRef(_TICKET)),
+    Subjects.USER_SIGNED_OUT: UserSignedOut(
+        id="0190a0c4-2b1a-7f3e-9d8c-7b6a5f4e3d2c", version=0, user_id=_USER, expires_at=_EXPIRES
+    ),
 }
 
 

@@ -12,9 +12,10 @@ from litestar.openapi import OpenAPIConfig
 
 from app import asyncapi, live, metrics, ops, tracing
 from app.common import openapi
-from app.common.auth import Tokens, provide_user
+from app.common.auth import provide_user
 from app.common.body import DecimalAsNumber, JSONBodiesOnly
 from app.common.errors import exception_handlers
+from app.common.throttle import attempts_limit
 from app.runtime import Runtime, load_module, provide_session
 from app.settings import Settings
 
@@ -61,8 +62,12 @@ def create_app(settings: Settings | None = None, *, listening_on: int | None = N
             components=openapi.COMPONENTS,
             use_handler_docstrings=True,
         ),
-        middleware=[metrics.http_metrics().middleware, JSONBodiesOnly()],
-        state=State({"settings": settings, "runtime": runtime, "tokens": Tokens(settings.auth.jwt_secret)}),
+        middleware=[
+            metrics.http_metrics().middleware,
+            JSONBodiesOnly(),
+            *filter(None, [attempts_limit(settings.auth.attempts_per_minute)]),
+        ],
+        state=State({"settings": settings, "runtime": runtime, "tokens": runtime.tokens}),
         # Logging is the process's business (``ticketing run`` sets it up), not the app's.
         logging_config=None,
         request_max_body_size=64 * 1024,

@@ -22,7 +22,9 @@ from app.bus import tracing as bus_tracing
 from app.bus.deadletters import SqlDeadLetters
 from app.bus.metrics import BusMetrics
 from app.bus.relay import Relay
+from app.common.auth import Tokens
 from app.common.module import Module
+from app.common.revocation import Revocations
 from app.settings import Settings
 
 log = logging.getLogger("ticketing")
@@ -50,6 +52,10 @@ class Runtime:
         self.sessionmaker: async_sessionmaker[AsyncSession] = self.relay.sessions(self.engine)
         # What /metrics counts and reads: the bus's signals, its pending, the relay's backlog.
         self.metrics = BusMetrics(self.bus, self.relay)
+        self.tokens = Tokens(settings.auth.jwt_secret)
+        # Tokens signed out anywhere, read from the tables of the modules this process runs.
+        tables = [module.revoked_tokens for module in modules if module.revoked_tokens is not None]
+        self.revocations = Revocations(self.tokens, tables, plain_sessions)
 
     @asynccontextmanager
     async def lifespan(self, _: Litestar) -> AsyncIterator[None]:
@@ -69,6 +75,7 @@ class Runtime:
             for upgraded in await migrations.upgrade(self.engine, migrations.histories(self.modules)):
                 if upgraded.changed:
                     log.info("[schema] %s", upgraded)
+        await self.revocations.start()
         await self.bus.connect()
         self.metrics.start()
         # Events carry their trace context only when traces were asked for (app/tracing.py).
@@ -95,6 +102,7 @@ class Runtime:
                 log.info("[%s] Listening on port %d", module.name, self.listening_on)
 
     async def stop(self) -> None:
+        await self.revocations.stop()
         for worker in self.workers:
             worker.cancel()
         await asyncio.gather(*self.workers, return_exceptions=True)

@@ -28,7 +28,7 @@ from tests.release_0_1_0 import PASSWORD, USER, build_previous_release, snapshot
 from tests.test_cli import run_and_fail
 
 HISTORIES = all_histories()
-HEADS = {"bus": "bus_0004", "users": "users_0001", "tickets": "tickets_0001", "orders": "orders_0001"}
+HEADS = {"bus": "bus_0004", "users": "users_0002", "tickets": "tickets_0002", "orders": "orders_0002"}
 # What a 0.1.0 database is adopted at, before it is upgraded to the heads.
 BASELINES = {name: f"{name}_0001" for name in HEADS}
 
@@ -106,7 +106,9 @@ async def test_the_agreement_check_sees_a_column_the_migrations_do_not_make(tmp_
     # The check above must be able to fail: a model with one column more than its migrations.
     users = next(history for history in HISTORIES if history.name == "users")
     models = MetaData()
-    users.metadata.tables["users_user"].to_metadata(models).append_column(Column("phone", String(20)))
+    for table in users.metadata.tables.values():
+        table.to_metadata(models)
+    models.tables["users_user"].append_column(Column("phone", String(20)))
     url = f"sqlite+aiosqlite:///{tmp_path / 'users.db'}"
     await migrate(url)
     found = await on(url, differences(History("users", models, users.location)))
@@ -165,13 +167,14 @@ async def test_a_process_migrates_only_the_tables_of_the_modules_it_runs(
     empty_database: str, ticketing_db: DbCommand
 ) -> None:
     code, lines = await ticketing_db("upgrade", empty_database, modules="orders")
-    assert (code, lines) == (0, [f"bus: upgraded to {HEADS['bus']}", "orders: upgraded to orders_0001"])
+    assert (code, lines) == (0, [f"bus: upgraded to {HEADS['bus']}", f"orders: upgraded to {HEADS['orders']}"])
     assert await on(empty_database, table_names) == [
         "alembic_version_bus",
         "alembic_version_orders",
         "bus_dead_letter",
         "bus_outbox",
         "orders_order",
+        "orders_revoked_token",
         "orders_ticket",
     ]
     # The other process of a split, on the same database here, adds its own histories beside them.
@@ -219,7 +222,10 @@ async def test_ticketing_run_adopts_a_previous_release_database_and_serves_its_d
             await reads_back_the_previous_release(http)
     finally:
         await app.stop()
-    assert "[schema] orders: adopted the tables made before migrations at orders_0001" in app.lines, app.output()
+    adopted = (
+        f"[schema] orders: adopted the tables made before migrations at orders_0001, upgraded to {HEADS['orders']}"
+    )
+    assert adopted in app.lines, app.output()
 
 
 async def test_adoption_refuses_tables_that_lack_part_of_the_previous_release(
@@ -292,19 +298,21 @@ async def test_two_databases_upgraded_at_once_in_one_process_both_end_up_to_date
 async def test_db_revision_writes_what_the_models_add_into_the_history_folder(tmp_path: Path) -> None:
     users = next(history for history in HISTORIES if history.name == "users")
     models = MetaData()
-    users.metadata.tables["users_user"].to_metadata(models).append_column(Column("phone", String(20)))
+    for table in users.metadata.tables.values():
+        table.to_metadata(models)
+    models.tables["users_user"].append_column(Column("phone", String(20)))
     folder = tmp_path / "migrations"
     shutil.copytree(users.location, folder, ignore=shutil.ignore_patterns("__pycache__"))
     changed = History("users", models, folder)
 
     written = migrations.revise(changed, "add a phone number")
-    assert written is not None and written.parent == folder and written.name.startswith("users_0002_")
+    assert written is not None and written.parent == folder and written.name.startswith("users_0003_")
     assert "add_column(sa.Column('phone', sa.String(length=20)" in written.read_text()
     assert migrations.revise(changed, "again") is None, "nothing left to write"
     # The revision runs, and brings the tables to what the models say.
     url = f"sqlite+aiosqlite:///{tmp_path / 'users.db'}"
     engine = db.create_engine(url)
-    assert [str(step) for step in await migrations.upgrade(engine, [changed])] == ["users: upgraded to users_0002"]
+    assert [str(step) for step in await migrations.upgrade(engine, [changed])] == ["users: upgraded to users_0003"]
     await engine.dispose()
     assert await on(url, differences(changed)) == []
 
@@ -327,6 +335,7 @@ async def test_db_revision_writes_nothing_when_the_models_match(
     assert sorted(path.name for path in (tmp_path / "app.users.migrations").glob("*.py")) == [
         "__init__.py",
         "users_0001_baseline.py",
+        "users_0002_revoked_tokens.py",
     ]
 
 

@@ -138,7 +138,12 @@ def expected_errors(row: Row, operation: dict[str, Any]) -> dict[int, str]:
 
 
 # Statuses a route answers that neither SPEC's row nor a rule above predicts, and why.
-_EXTRA = {("DELETE", "/api/orders/{}"): {409: "a completed order cannot be cancelled"}}
+_EXTRA = {
+    ("DELETE", "/api/orders/{}"): {409: "a completed order cannot be cancelled"},
+    # SPEC, "The door.": TICKETING_AUTH_RATE for both, and the failure window for sign-in.
+    ("POST", "/api/users/signup"): {429: "too many attempts from one client"},
+    ("POST", "/api/users/signin"): {429: "too many attempts, or too many failures for one email"},
+}
 
 
 @pytest.mark.parametrize("row", _params())

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Annotated, Any
 
@@ -32,6 +33,8 @@ class ApiError(Exception):
     """An error the client caused or can act on; becomes a response with this status."""
 
     status_code: int = 400
+    #: Headers the answer carries (``Retry-After``, say).
+    headers: Mapping[str, str] | None = None
 
     def __init__(self, message: str, *, field: str | None = None, status_code: int | None = None) -> None:
         super().__init__(message)
@@ -70,6 +73,17 @@ class PreconditionFailed(ApiError):
     status_code = 412
 
 
+class TooManyRequests(ApiError):
+    """429, saying in ``Retry-After`` (whole seconds, at least one) when to come back."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(message.format(seconds=self.retry_after))
+        self.headers = {"Retry-After": str(self.retry_after)}
+
+
 def error_response(status_code: int, details: Sequence[ErrorDetail], **headers: str) -> Response[ErrorBody]:
     return Response(
         ErrorBody(list(details)), status_code=status_code, media_type=MediaType.JSON, headers=headers or None
@@ -77,7 +91,7 @@ def error_response(status_code: int, details: Sequence[ErrorDetail], **headers: 
 
 
 def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[ErrorBody]:
-    return error_response(exc.status_code, exc.details)
+    return error_response(exc.status_code, exc.details, **(exc.headers or {}))
 
 
 _NO_BODY = "Request body is missing: send a JSON object"

@@ -18,6 +18,7 @@ class Subjects(StrEnum):
     TICKET_UPDATED = "ticket:updated"
     ORDER_CREATED = "order:created"
     ORDER_CANCELLED = "order:cancelled"
+    USER_SIGNED_OUT = "user:signed-out"
 
 
 class QueueGroups(StrEnum):
@@ -80,9 +81,21 @@ class OrderCancelled(Event, frozen=True, kw_only=True):
     ticket: TicketRef
 
 
+class UserSignedOut(Event, frozen=True, kw_only=True):
+    """A token was revoked at sign-out: ``id`` is the token's id (its ``jti``), ``version`` 0.
+
+    Every module that accepts tokens refuses it from now on, until ``expiresAt``, when it would
+    have stopped working anyway.
+    """
+
+    user_id: str
+    expires_at: datetime
+
+
 PAYLOADS: dict[Subjects, type[Event]] = {
     Subjects.TICKET_CREATED: TicketCreated,
     Subjects.TICKET_UPDATED: TicketUpdated,
     Subjects.ORDER_CREATED: OrderCreated,
     Subjects.ORDER_CANCELLED: OrderCancelled,
+    Subjects.USER_SIGNED_OUT: UserSignedOut,
 }

@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 from litestar.types import ControllerRouterHandler
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, Table
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from app.bus import Delivery, Outcome, Unprocessable
@@ -111,3 +111,6 @@ class Module:
     workers: Sequence[Worker] = ()
     #: The subjects this module publishes (its ``events.py``); the AsyncAPI document says so.
     publishes: Sequence[Subjects] = ()
+    #: Where the module keeps the tokens signed out (app/common/revocation.py); every module that
+    #: accepts tokens has one.
+    revoked_tokens: Table | None = None

@@ -75,6 +75,10 @@ _ERRORS: dict[int, _Meaning] = {
     412: _Meaning("`If-Match` names another version", 'If-Match "1" does not match the current version "4"'),
     413: _Meaning("The body is larger than 64 KiB", "Request body is too large"),
     415: _Meaning("The body is not `Content-Type: application/json`", JSON_ONLY),
+    429: _Meaning(
+        "Too many attempts: `Retry-After` says in how many seconds to try again",
+        "Too many sign-up and sign-in attempts from this client: try again in 42 seconds",
+    ),
 }
 #: Every route that reads a body can also answer these.
 BODY_ERRORS = (413, 415)

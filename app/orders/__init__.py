@@ -4,7 +4,7 @@ from app.common.module import Module
 from app.orders.events import PUBLISHES
 from app.orders.expiry import expire_orders
 from app.orders.listeners import listeners
-from app.orders.models import Base
+from app.orders.models import Base, revoked_tokens
 from app.orders.routes import OrderController
 
 module = Module(
@@ -14,4 +14,5 @@ module = Module(
     listeners=listeners,
     workers=[expire_orders],
     publishes=PUBLISHES,
+    revoked_tokens=revoked_tokens,
 )

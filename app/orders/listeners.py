@@ -7,9 +7,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bus import Outcome
+from app.common import revocation
 from app.common.events import QueueGroups, Subjects, TicketCreated, TicketUpdated
 from app.common.module import Listener
 from app.orders import service
+from app.orders.models import revoked_tokens
 
 
 async def on_ticket_created(event: TicketCreated, session: AsyncSession) -> Outcome:
@@ -37,4 +39,6 @@ listeners: list[Listener[Any]] = [
         optimistic=on_ticket_created_in_batch,
     ),
     Listener(Subjects.TICKET_UPDATED, QueueGroups.ORDERS, on_ticket_updated, about=ticket_of),
+    # Sign-outs, kept in this module's own table: its processes refuse those tokens.
+    revocation.listener(revoked_tokens, QueueGroups.ORDERS),
 ]

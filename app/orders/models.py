@@ -7,6 +7,7 @@ from sqlalchemy import Index, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from app.clock import utcnow
+from app.common import revocation
 from app.common.events import OrderStatus
 from app.common.versioning import next_version
 from app.db import Money, UTCDateTime
@@ -56,3 +57,7 @@ class Order(Base):
         Index("ix_orders_order_expiry", "expires_at"),
     )
     __mapper_args__ = {"version_id_col": version, "version_id_generator": next_version}
+
+
+#: Tokens signed out, as this module heard of them (see app/common/revocation.py).
+revoked_tokens = revocation.table(Base.metadata, "orders")

@@ -7,9 +7,11 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.bus import Outcome
+from app.common import revocation
 from app.common.events import OrderCancelled, OrderCreated, QueueGroups, Subjects
 from app.common.module import Listener
 from app.tickets import service
+from app.tickets.models import revoked_tokens
 
 
 async def on_order_created(event: OrderCreated, session: AsyncSession) -> Outcome:
@@ -28,4 +30,6 @@ def ticket_of(event: OrderCreated | OrderCancelled) -> str:
 listeners: list[Listener[Any]] = [
     Listener(Subjects.ORDER_CREATED, QueueGroups.TICKETS, on_order_created, about=ticket_of),
     Listener(Subjects.ORDER_CANCELLED, QueueGroups.TICKETS, on_order_cancelled, about=ticket_of),
+    # Sign-outs, kept in this module's own table: its processes refuse those tokens.
+    revocation.listener(revoked_tokens, QueueGroups.TICKETS),
 ]

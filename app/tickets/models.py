@@ -5,6 +5,7 @@ from decimal import Decimal
 from sqlalchemy import Index, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from app.common import revocation
 from app.common.events import OrderStatus
 from app.common.versioning import next_version
 from app.db import Money
@@ -46,3 +47,7 @@ class OrderReplica(Base):
 
     __table_args__ = (Index("ix_tickets_order_ticket", "ticket_id"),)
     __mapper_args__ = {"version_id_col": version, "version_id_generator": False}
+
+
+#: Tokens signed out, as this module heard of them (see app/common/revocation.py).
+revoked_tokens = revocation.table(Base.metadata, "tickets")

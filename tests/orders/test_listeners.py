@@ -15,7 +15,7 @@ from app.orders.listeners import listeners
 from app.orders.models import TicketReplica
 from tests.conftest import deliver, deliveries
 
-on_ticket_created, on_ticket_updated = listeners
+on_ticket_created, on_ticket_updated, _signed_out = listeners
 USER = str(uuid.uuid4())
 
 
@@ -36,6 +36,7 @@ def test_the_listeners_join_the_orders_service_group() -> None:
     assert [(listener.subject, listener.group) for listener in listeners] == [
         ("ticket:created", "orders-service"),
         ("ticket:updated", "orders-service"),
+        ("user:signed-out", "orders-service"),
     ]
 
 

@@ -17,7 +17,7 @@ from app.tickets.listeners import listeners
 from app.tickets.models import Ticket
 from tests.conftest import deliver, deliveries, staged_events
 
-on_order_created, on_order_cancelled = listeners
+on_order_created, on_order_cancelled, _signed_out = listeners
 
 
 def created(order_id: str, ticket_id: str) -> OrderCreated:
@@ -51,6 +51,7 @@ def test_the_listeners_join_the_tickets_service_group() -> None:
     assert [(listener.subject, listener.group) for listener in listeners] == [
         ("order:created", "tickets-service"),
         ("order:cancelled", "tickets-service"),
+        ("user:signed-out", "tickets-service"),
     ]
 
 
