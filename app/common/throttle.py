@@ -27,7 +27,7 @@ _STORE = "sign_in_attempts"
 
 def client_of(connection: ASGIConnection[Any, Any, Any, Any]) -> str:
     """Who is calling, as far as throttling goes: the peer's address (uvicorn sets it from
-    ``X-Forwarded-For`` only for the proxies ``--forwarded-allow-ips`` trusts)."""
+    ``X-Forwarded-For`` only for the proxies it trusts: loopback, or ``FORWARDED_ALLOW_IPS``)."""
     return connection.client.host if connection.client else "unknown"
 
 
