@@ -23,7 +23,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from app.bus.metrics import MULTIPROCESS_DIR
-from app.ops import require_ops_token
+from app.common.ops_token import ops_token_guard
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -40,6 +40,10 @@ def _registry() -> Any:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     return registry
+
+
+# The same token as /ops, by the same check; the refusal names this route.
+require_ops_token = ops_token_guard("Not authorized: /metrics needs Authorization: Bearer $TICKETING_OPS_TOKEN")
 
 
 @get("/metrics", guards=[require_ops_token], include_in_schema=False, tags=["ops"])

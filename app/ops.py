@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import hmac
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 from litestar import Response, get, head, post
-from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 
 from app import db
-from app.common.errors import NotFound, Unauthorized
+from app.common.errors import NotFound
 from app.common.openapi import OPS_TOKEN, errors, without
+from app.common.ops_token import ops_token_guard
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -59,13 +57,7 @@ def _runtime(state: State) -> Runtime:
     return runtime
 
 
-async def require_ops_token(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    expected = connection.app.state.settings.auth.ops_token
-    if expected is None:
-        return
-    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected.encode()):
-        raise Unauthorized(_NEEDS_TOKEN)
+require_ops_token = ops_token_guard(_NEEDS_TOKEN)
 
 
 @get(

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import os
 import weakref
 from collections.abc import AsyncIterator
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 from litestar import Litestar, MediaType, Response, get
-from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
-from app.common.errors import NotFound, Unauthorized
+from app.common.errors import NotFound
+from app.common.ops_token import ops_token_guard
 from app.live.feed import Feed
 
 if TYPE_CHECKING:
@@ -81,18 +79,11 @@ def _asset(name: str) -> bytes:
     return resources.files("app.live").joinpath("static", name).read_bytes()
 
 
-async def require_stream_token(connection: ASGIConnection[Any, Any, Any, Any], _handler: BaseRouteHandler) -> None:
-    """Like the ops routes: guarded by TICKETING_OPS_TOKEN when it is set.
-
-    A browser's EventSource cannot send headers, so the token may also come as ``?token=``.
-    """
-    expected = connection.app.state.settings.auth.ops_token
-    if expected is None:
-        return
-    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
-    offered = token.strip() if scheme.lower() == "bearer" else connection.query_params.get("token", "")
-    if not hmac.compare_digest(offered.encode(), expected.encode()):
-        raise Unauthorized("Not authorized: /demo/events needs the ops token (Bearer header or ?token=)")
+# Like the ops routes: guarded by TICKETING_OPS_TOKEN when it is set. A browser's EventSource
+# cannot send headers, so the token may also come as ``?token=`` (the logs never show it).
+require_stream_token = ops_token_guard(
+    "Not authorized: /demo/events needs the ops token (Bearer header or ?token=)", query="token"
+)
 
 
 @get("/demo", tags=["demo"], include_in_schema=False, media_type=MediaType.HTML)
