@@ -15,6 +15,7 @@ from app.common import openapi
 from app.common.auth import provide_user
 from app.common.body import DecimalAsNumber, JSONBodiesOnly
 from app.common.errors import exception_handlers
+from app.common.origin import DocumentCrossOriginRefusal, SameOriginWrites
 from app.common.throttle import attempts_limit
 from app.runtime import Runtime, load_module, provide_session
 from app.settings import Settings
@@ -39,7 +40,7 @@ def create_app(settings: Settings | None = None, *, listening_on: int | None = N
         )
     modules = [load_module(name) for name in settings.modules]
     runtime = Runtime(settings, modules, listening_on)
-    plugins: list[Any] = [DecimalAsNumber()]
+    plugins: list[Any] = [DecimalAsNumber(), DocumentCrossOriginRefusal()]
     if settings.tracing.enabled:
         tracing.configure(settings.tracing)
         plugins.append(tracing.http_plugin())
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None, *, listening_on: int | None = N
         ),
         middleware=[
             metrics.http_metrics().middleware,
+            SameOriginWrites(),
             JSONBodiesOnly(),
             *filter(None, [attempts_limit(settings.auth.attempts_per_minute)]),
         ],

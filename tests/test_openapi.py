@@ -130,6 +130,8 @@ def expected_errors(row: Row, operation: dict[str, Any]) -> dict[int, str]:
         expected[401] = "an authenticated route"
     if row.body:
         expected.update(dict.fromkeys(_BODY_ERRORS, "a route that reads a body: over 64 KiB, or not JSON"))
+    if row.method in {"POST", "PUT", "DELETE"}:
+        expected[403] = 'SPEC "The door": a write signed in by the session cookie from another origin'
     if "{" in row.path and row.path.startswith("/api/"):
         expected[400] = "a path id that is not a UUID"
     if any(parameter["name"] in {"limit", "cursor"} for parameter in operation.get("parameters", [])):

@@ -1,10 +1,11 @@
-"""Small HTTP helpers shared by the modules: ids in paths, ETags and If-Match."""
+"""Small HTTP helpers shared by the modules: ids in paths, ETags and If-Match, Bearer credentials."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
+from litestar.connection import ASGIConnection
 from litestar.params import KwargDefinition, PathParameter
 
 from app.common.errors import BadRequest
@@ -51,3 +52,9 @@ def if_match_allows(header: str, version: int) -> bool:
     """Whether an ``If-Match`` header admits the current version (RFC 9110: strong comparison)."""
     candidates = [tag.strip() for tag in header.split(",")]
     return "*" in candidates or etag(version) in candidates
+
+
+def bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """The credentials of an ``Authorization: Bearer`` header, or None when there is none."""
+    scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
+    return credentials.strip() if scheme.lower() == "bearer" else None

@@ -14,12 +14,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.types import Guard
 
 from app.common.errors import Unauthorized
-
-
-def bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
-    """The credentials of an ``Authorization: Bearer`` header, or None when there is none."""
-    scheme, _, credentials = connection.headers.get("authorization", "").partition(" ")
-    return credentials.strip() if scheme.lower() == "bearer" else None
+from app.common.http import bearer
 
 
 def accepts(offered: str | None, expected: str) -> bool:
