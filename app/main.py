@@ -15,6 +15,7 @@ from app.common import openapi
 from app.common.auth import provide_user
 from app.common.body import DecimalAsNumber, JSONBodiesOnly
 from app.common.errors import exception_handlers
+from app.common.headers import door_headers
 from app.common.origin import DocumentCrossOriginRefusal, SameOriginWrites
 from app.common.throttle import attempts_limit
 from app.runtime import Runtime, load_module, provide_session
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, *, listening_on: int | None = N
             JSONBodiesOnly(),
             *filter(None, [attempts_limit(settings.auth.attempts_per_minute)]),
         ],
+        before_send=[door_headers(cookie_secure=settings.auth.cookie_secure)],
         state=State({"settings": settings, "runtime": runtime, "tokens": runtime.tokens}),
         # Logging is the process's business (``ticketing run`` sets it up), not the app's.
         logging_config=None,

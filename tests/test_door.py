@@ -13,6 +13,7 @@ import pytest
 
 from app import metrics, ops
 from app.common.auth import CurrentUser, Tokens
+from app.common.headers import door_headers
 from app.common.ops_token import ops_token_guard
 from app.live.routes import events as live_events
 from app.settings import Settings
@@ -153,3 +154,113 @@ async def test_the_origin_compared_is_the_one_the_request_was_sent_to(api: Api) 
     refused = await api.http.post(url, json=body, headers={**cookie(), "Origin": "http://testserver"})
     assert ok.status_code == 201, ok.text
     assert cross_origin_refusal(refused), refused.text
+
+
+# ---- headers every answer carries ---------------------------------------------------------------
+
+PASSWORD = "correct horse"
+
+
+async def sign_up(api: Api) -> httpx.Response:
+    email = f"{uuid.uuid4().hex[:8]}@example.com"
+    signed_up = await api.http.post("/api/users/signup", json={"email": email, "password": PASSWORD})
+    assert signed_up.status_code == 201, signed_up.text
+    api.http.cookies.clear()  # each test says which credentials it sends
+    return signed_up
+
+
+async def test_every_answer_says_nosniff_errors_and_documents_included(api: Api) -> None:
+    answers = [
+        await api.http.get("/health"),
+        await api.http.get("/api/tickets"),
+        await api.http.get("/api/nothing-here"),  # 404, no route at all
+        await api.http.patch("/api/tickets"),  # 405
+        await api.http.post("/api/tickets", json={"title": "", "price": 1}, headers=api.auth()),  # 400
+        await api.http.post("/api/tickets", content=b"title=x", headers={"Content-Type": "text/plain"}),  # 415
+        await api.http.get("/api/orders"),  # 401
+        await api.http.get("/schema/openapi.json"),
+        await api.http.get("/schema/asyncapi.json"),
+        await api.http.get("/metrics"),
+        await api.http.get("/demo"),
+        await api.http.get("/demo/demo.js"),
+        await api.http.get("/demo/secrets.py"),
+    ]
+    for answer in answers:
+        assert answer.headers.get("x-content-type-options") == "nosniff", (answer.request.url, answer.status_code)
+    assert {answer.status_code for answer in answers} >= {200, 400, 401, 404, 405, 415}
+
+
+async def test_answers_with_a_token_or_the_callers_own_data_are_not_stored(api: Api) -> None:
+    signed_up = await sign_up(api)
+    email, token = signed_up.json()["email"], signed_up.json()["token"]
+    bearer, browser = {"Authorization": f"Bearer {token}"}, {"Cookie": f"session={token}"}
+    ticket = await api.create_ticket(api.auth())
+    await api.settled()
+    answers = {
+        "signup": signed_up,
+        "signin": await api.http.post("/api/users/signin", json={"email": email, "password": PASSWORD}),
+        "signout": await api.http.post("/api/users/signout", headers=browser),
+        "currentuser": await api.http.get("/api/users/currentuser", headers=browser),
+        "currentuser, nobody": await api.http.get("/api/users/currentuser"),
+        "order": await api.http.post("/api/orders", json={"ticketId": ticket["id"]}, headers=bearer),
+        "orders": await api.http.get("/api/orders", headers=bearer),
+        "orders, refused": await api.http.get("/api/orders"),
+        "a ticket, by Bearer": await api.http.get(f"/api/tickets/{ticket['id']}", headers=bearer),
+        "tickets, by cookie": await api.http.get("/api/tickets", headers=browser),
+        "ops, by token": await api.http.get("/ops/bus", headers={"Authorization": "Bearer ops"}),
+    }
+    api.http.cookies.clear()
+    for name, answer in answers.items():
+        assert answer.status_code < 500, (name, answer.text)
+        assert answer.headers.get("cache-control") == "no-store", name
+    # What anyone may see may be cached: the public list asked for without credentials.
+    public = await api.http.get("/api/tickets")
+    assert public.status_code == 200 and "cache-control" not in public.headers
+
+
+async def test_the_live_view_cannot_be_framed_and_runs_only_its_own_code(api: Api) -> None:
+    for path in ("/demo", "/demo/demo.js"):
+        page = await api.http.get(path)
+        assert page.status_code == 200
+        assert page.headers["x-frame-options"] == "DENY"
+        policy = {
+            directive.split()[0]: directive.split()[1:]
+            for directive in page.headers["content-security-policy"].split("; ")
+        }
+        assert policy["frame-ancestors"] == ["'none'"] and policy["default-src"] == ["'self'"], policy
+    elsewhere = await api.http.get("/api/tickets")
+    assert "x-frame-options" not in elsewhere.headers and "content-security-policy" not in elsewhere.headers
+
+
+def _session_cookies(answer: httpx.Response) -> list[str]:
+    return [cookie for cookie in answer.headers.get_list("set-cookie") if cookie.startswith("session=")]
+
+
+@pytest.mark.parametrize("secure", [True, False])
+async def test_cookie_secure_makes_every_session_cookie_secure(guarded: Callable[..., Any], secure: bool) -> None:
+    async with guarded(cookie_secure=secure) as api:
+        signed_up = await sign_up(api)
+        email = signed_up.json()["email"]
+        signed_in = await api.http.post("/api/users/signin", json={"email": email, "password": PASSWORD})
+        signed_out = await api.http.post("/api/users/signout")
+    for answer in (signed_up, signed_in, signed_out):
+        (cookie,) = _session_cookies(answer)
+        attributes = {part.strip().lower() for part in cookie.split(";")[1:]}
+        assert ("secure" in attributes) is secure, cookie
+        assert {"httponly", "path=/", "samesite=lax"} <= attributes or answer is signed_out, cookie
+
+
+async def test_a_route_that_says_how_to_cache_its_answer_keeps_its_word() -> None:
+    from litestar import Litestar, get
+    from litestar.datastructures import CacheControlHeader
+    from litestar.testing import AsyncTestClient
+
+    @get("/api/orders/summary", cache_control=CacheControlHeader(private=True, max_age=60))
+    async def summary() -> dict[str, int]:
+        return {"orders": 0}
+
+    app = Litestar([summary], before_send=[door_headers(cookie_secure=False)])
+    async with AsyncTestClient(app) as client:
+        answer = await client.get("/api/orders/summary", headers={"Authorization": "Bearer x"})
+    assert answer.headers["cache-control"] == "max-age=60, private"
+    assert answer.headers["x-content-type-options"] == "nosniff"

@@ -474,6 +474,33 @@ async def test_a_class_watches_create_edit_order_and_cancel_in_the_browser(
 
 
 @pytest.mark.browser
+async def test_the_page_works_under_its_content_security_policy_and_breaks_none_of_it(
+    served: Served, context: BrowserContext
+) -> None:
+    page = await context.new_page()
+    # Every violation the browser reports, from the start (a script or style it refused, say).
+    await page.add_init_script(
+        """window.violations = [];
+        document.addEventListener("securitypolicyviolation", (e) => window.violations.push(e.violatedDirective));"""
+    )
+    refused: list[str] = []
+    page.on(
+        "console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None
+    )
+    answer = await page.goto(f"{served.url}/demo")
+    assert answer is not None and "frame-ancestors 'none'" in (await answer.all_headers())["content-security-policy"]
+    # The script ran (it opened the stream), the style applied, the API answered.
+    from playwright.async_api import expect
+
+    await expect(page.locator("#connection")).to_have_attribute("data-state", "open")
+    await create_ticket(page)
+    assert await page.evaluate("getComputedStyle(document.querySelector('.pill.applied')).backgroundColor") != (
+        "rgba(0, 0, 0, 0)"
+    )
+    assert await page.evaluate("window.violations") == [] and refused == []
+
+
+@pytest.mark.browser
 async def test_an_early_event_shows_as_retried_until_its_predecessor_is_applied(
     served: Served, context: BrowserContext
 ) -> None:
