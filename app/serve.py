@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -28,11 +30,31 @@ _PORT = "_TICKETING_WORKER_PORT"
 _LOG_LEVEL = "_TICKETING_WORKER_LOG_LEVEL"
 
 
+# What may carry a secret in a log line: a token or password in a query string (the live view's
+# EventSource sends the ops token as ?token=, and the access log writes whole URLs), a Bearer
+# header quoted anywhere, and the app's own tokens (JWTs) wherever they turn up.
+_SECRETS = (
+    (re.compile(r"([?&](?:token|access_token|password|secret)=)[^&#\s\"']*", re.IGNORECASE), r"\1[redacted]"),
+    (re.compile(r"\b(bearer\s+)[^\s\"',]+", re.IGNORECASE), r"\1[redacted]"),
+    (re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*"), "[redacted]"),
+)
+
+
+def redacted(line: str) -> str:
+    for pattern, replacement in _SECRETS:
+        line = pattern.sub(replacement, line)
+    return line
+
+
 class _SeedFormatter(logging.Formatter):
-    """INFO lines read exactly like the original's logs; anything louder says its level."""
+    """INFO lines read exactly like the original's logs; anything louder says its level.
+
+    Every line, the access log's and tracebacks included, leaves with its secrets redacted: the
+    one handler of the process is the one place no logger can get around.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        message = super().format(record)
+        message = redacted(super().format(record))
         return message if record.levelno == logging.INFO else f"{record.levelname}: {message}"
 
 
@@ -69,9 +91,32 @@ def run(serving: Serving) -> int:
     except (SettingsError, StartupError) as exc:
         logging.getLogger("ticketing").error("%s", exc)
         return 2
+    _warn_if_ops_routes_are_open(settings, serving)
     if serving.workers > 1:
         return _run_workers(serving)
     return _run_one(app, serving)
+
+
+def _warn_if_ops_routes_are_open(settings: Settings, serving: Serving) -> None:
+    # Open ops routes are fine on a developer's loopback; on an address others reach, anyone can
+    # replay dead letters and watch every event go by.
+    if settings.auth.ops_token is None and not is_loopback(serving.host):
+        logging.getLogger("ticketing").warning(
+            "/ops, /metrics and /demo/events are open to anyone who can reach %s:%d: set TICKETING_OPS_TOKEN "
+            "to guard them",
+            serving.host,
+            serving.port,
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach ``host``; a name other than localhost is not trusted to be."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _check_workers(settings: Settings, workers: int) -> None:
