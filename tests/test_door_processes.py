@@ -75,3 +75,20 @@ async def test_serving_open_ops_routes_beyond_loopback_warns_once_at_start(tmp_p
     assert warnings[0].startswith("WARNING: ") and "0.0.0.0" in warnings[0] and "set TICKETING_OPS_TOKEN" in warnings[0]
     assert OPEN_OPS not in loopback, "on loopback only this machine reaches them"
     assert OPEN_OPS not in guarded, "the token guards them"
+
+
+async def test_behind_a_tls_proxy_the_origin_compared_is_the_https_one_the_browser_used(tmp_path: Path) -> None:
+    # uvicorn believes X-Forwarded-Proto from loopback by default: the test is the proxy.
+    app = await AppProcess({"TICKETING_JWT_SECRET": JWT_SECRET}, cwd=tmp_path).start()
+    try:
+        async with httpx.AsyncClient(base_url=app.url, timeout=10) as client:
+            signed_up = await client.post("/api/users/signup", json={"email": "ada@example.com", "password": PASSWORD})
+            client.cookies.clear()
+            browser = {"Cookie": f"session={signed_up.json()['token']}", "Origin": f"https://127.0.0.1:{app.port}"}
+            ticket = {"title": "concert", "price": 20}
+            proxied = await client.post("/api/tickets", json=ticket, headers={**browser, "X-Forwarded-Proto": "https"})
+            direct = await client.post("/api/tickets", json=ticket, headers=browser)
+    finally:
+        await app.stop()
+    assert proxied.status_code == 201, proxied.text
+    assert direct.status_code == 403 and "origin" in direct.json()["errors"][0]["message"], direct.text

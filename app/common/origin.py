@@ -58,7 +58,7 @@ def own_origin(connection: ASGIConnection[Any, Any, Any, Any]) -> Origin | None:
     """The origin this request was sent to, as the server sees it.
 
     The scheme is the scope's: behind a TLS proxy, uvicorn has already taken it from
-    ``X-Forwarded-Proto`` (for the addresses ``--forwarded-allow-ips`` trusts).
+    ``X-Forwarded-Proto``, from the proxies ``FORWARDED_ALLOW_IPS`` trusts (loopback unless set).
     """
     scheme = connection.scope["scheme"]
     host = connection.headers.get("host")
