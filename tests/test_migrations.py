@@ -366,7 +366,7 @@ async def test_processes_starting_at_once_on_an_empty_database_migrate_it_once_a
         await asyncio.gather(*(process.start(timeout=60) for process in processes))
     finally:
         await asyncio.gather(*(process.stop() for process in processes if process.process is not None))
-    migrated = [process for process in processes if "[schema] users: upgraded to users_0001" in process.lines]
+    migrated = [process for process in processes if f"[schema] users: upgraded to {HEADS['users']}" in process.lines]
     assert len(migrated) == 1, "\n\n".join(process.output() for process in processes)
     assert {status.state for status in await statuses(empty_database)} == {migrations.State.UP_TO_DATE}
     for history in HISTORIES:
