@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import shutil
 import sqlite3
@@ -38,11 +39,32 @@ STRICT = os.environ.get("TICKETING_TEST_STRICT") == "1"
 T = TypeVar("T")
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection imported lives until the end: kept out of the garbage collector's way.
+
+    The libraries and test modules make a heap of long-lived objects that each full collection
+    would walk again; frozen, collections look at what the tests themselves allocate.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """Under ``TICKETING_TEST_STRICT=1`` (CI) a test that skips is a failure: nothing may be left out."""
+    """Under ``TICKETING_TEST_STRICT=1`` (CI) a test that skips is a failure: nothing may be left out.
+
+    A test's settle times go with its report, for the summary (see ``settle_times``).
+    """
     outcome = yield
     report = outcome.get_result()
+    if call.when == "call" and _SETTLED.keys() - _SENT:
+        # What this test settled goes with its report (to the controller, under pytest-xdist).
+        new = {name: seconds for name, seconds in _SETTLED.items() if name not in _SENT}
+        _SENT.update(new)
+        report.user_properties = [
+            *report.user_properties,
+            *((f"{_SETTLED_PROPERTY}{name}", seconds) for name, seconds in new.items()),
+        ]
     if STRICT and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
@@ -260,7 +282,15 @@ async def api(start_app: AppFactory) -> AsyncIterator[Api]:
 
 
 # How long each fault took to settle, printed at the end of the run (the figures the docs quote).
+# The tests of this process fill _SETTLED; each figure rides on its test's report, so that the
+# summary has them all whether the tests ran here or in pytest-xdist's workers.
 _SETTLED: dict[str, float] = {}
+_SENT: set[str] = set()
+_REPORTED: dict[str, float] = {}
+_SETTLED_PROPERTY = "settled: "
+# Tests that drive real processes under load and time them: one after the other on one worker
+# (their seeds count the figures before them, and each other's load would skew what they time).
+_SERIAL_GROUP = "settle-times"
 
 
 @pytest.fixture(scope="session")
@@ -268,8 +298,22 @@ def settle_times() -> dict[str, float]:
     return _SETTLED
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``--dist loadgroup``), the fault tests stay together on one worker, in order."""
+    for item in items:
+        if item.get_closest_marker("faults") or "settle_times" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group(_SERIAL_GROUP))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for name, value in report.user_properties:
+        if isinstance(name, str) and name.startswith(_SETTLED_PROPERTY) and isinstance(value, float):
+            _REPORTED[name.removeprefix(_SETTLED_PROPERTY)] = value
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _SETTLED:
+    if _REPORTED:
         terminalreporter.section("faults: seconds from the last answer of the load to every process settled")
-        for name, seconds in sorted(_SETTLED.items()):
+        for name, seconds in sorted(_REPORTED.items()):
             terminalreporter.write_line(f"{name:40} {seconds:6.2f}")

@@ -83,7 +83,7 @@ async def test_a_replay_cut_short_by_a_crash_starts_again_when_its_group_subscri
     await again.close()
 
 
-@pytest.mark.parametrize("unknown", ["no-such-id", str(uuid.uuid4())])
+@pytest.mark.parametrize("unknown", ["no-such-id", str(uuid.uuid4())], ids=["no-such-id", "an-unknown-uuid"])
 async def test_replaying_what_is_not_a_dead_letter_replays_nothing(
     sessions: async_sessionmaker[AsyncSession], unknown: str
 ) -> None:

@@ -6,9 +6,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
+from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
+from nats.js.api import RawStreamMsg
 from nats.js.errors import NotFoundError
 
 from app.bus.messages import DeadLetter
@@ -19,6 +22,10 @@ from app.bus.nats.options import NatsOptions
 from app.bus.nats.pending import Pending
 
 log = logging.getLogger("ticketing.bus")
+
+# A replicated stream whose leader died answers nothing until the other servers elect another
+# (seconds, after a server of a cluster is lost): a read that timed out is asked again until then.
+ELECTION = 20.0
 
 
 class DeadLetterStream:
@@ -46,7 +53,7 @@ class DeadLetterStream:
         if not wire.DEAD_ID.fullmatch(dead_letter_id):
             return []
         try:
-            raw = await self._js.get_msg(self._options.dead_stream, subject=self._options.dead(dead_letter_id))
+            raw = await self._get(subject=self._options.dead(dead_letter_id))
         except NotFoundError:
             return []
         dead = wire.dead_decoder.decode(raw.data or b"")
@@ -67,7 +74,7 @@ class DeadLetterStream:
         stream, seq = self._options.dead_stream, 1
         while True:
             try:
-                raw = await self._js.get_msg(stream, seq=seq, subject=self._options.dead(">"), next=True)
+                raw = await self._get(seq=seq, subject=self._options.dead(">"), next=True)
             except NotFoundError:
                 return found
             seq = (raw.seq or seq) + 1
@@ -75,6 +82,18 @@ class DeadLetterStream:
                 found.append((seq - 1, wire.dead_decoder.decode(raw.data or b"")))
             except msgspec.DecodeError as exc:
                 log.warning("[bus] Skipping what is not a dead letter at %s #%d: %s", stream, seq - 1, exc)
+
+    async def _get(self, **query: Any) -> RawStreamMsg:
+        """One message of the dead-letter stream, asked again while the stream elects a leader."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ELECTION
+        while True:
+            try:
+                return await self._js.get_msg(self._options.dead_stream, **query)
+            except NatsTimeout:
+                if loop.time() >= deadline:
+                    raise
+                log.info("[bus] %s did not answer (electing a leader?); asking again", self._options.dead_stream)
 
     async def _replay_one(self, seq: int, dead: DeadLetter) -> None:
         local = self._local_group(dead.message.subject, dead.group)
