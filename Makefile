@@ -26,8 +26,8 @@ demo: $(STAMP) ## the narrated walkthrough: events, the concurrency problem and 
 test: $(STAMP) ## the whole suite (NATS, PostgreSQL when TICKETING_TEST_POSTGRES_URL is set, browser, faults)
 	$(PY) -m pytest
 
-test-fast: $(STAMP) ## the in-memory suite alone: no servers, no processes, no browser
-	$(PY) -m pytest -m "not nats and not postgres and not browser and not slow"
+test-fast: $(STAMP) ## the in-memory suite alone, on every core: no servers, no processes, no browser
+	$(PY) -m pytest -n auto --dist loadgroup -m "not nats and not postgres and not browser and not slow"
 
 faults: $(STAMP) ## real signals to real processes under load (tests/faults), with how long each took to settle
 	$(PY) -m pytest tests/faults
