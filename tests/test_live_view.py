@@ -474,6 +474,34 @@ async def test_a_class_watches_create_edit_order_and_cancel_in_the_browser(
 
 
 @pytest.mark.browser
+async def test_an_order_answered_after_its_events_shows_the_copy_in_sync(
+    served: Served, context: BrowserContext
+) -> None:
+    from playwright.async_api import expect
+
+    page = await live_page(context, served.url)
+    await page.click("#create")
+    await expect(page.locator(row("ticket:created", 0, "applied", "orders-service"))).to_have_count(1)
+    answered = asyncio.Event()
+
+    async def late(route: Route) -> None:
+        # The order's answer waits until every event it caused has been applied and shown.
+        response = await route.fetch()
+        await answered.wait()
+        await route.fulfill(response=response)
+
+    await page.route("**/api/orders", late)
+    await page.click("#order")
+    await expect(page.locator(row("ticket:updated", 1, "applied", "orders-service"))).to_have_count(1)
+    await expect(page.locator(card("ticket", "version"))).to_have_text("1")  # the page read it again
+    answered.set()
+    await expect(page.locator(card("order-state", "status"))).to_have_text("created")
+    # The answer carries the copy as it was at the order (version 0); the page must not stop there.
+    await expect(page.locator("#in-sync")).to_have_attribute("data-sync", "true")
+    await page.close()
+
+
+@pytest.mark.browser
 async def test_the_page_works_under_its_content_security_policy_and_breaks_none_of_it(
     served: Served, context: BrowserContext
 ) -> None:

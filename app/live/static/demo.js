@@ -190,6 +190,9 @@ async function orderTicket() {
   if (result.ok && current.ticket && current.ticket.id === ticketId) {
     current.order = result.data;
     render();
+    // The events the order caused may all have been shown before its answer came: the answer's
+    // copy of the ticket is as it was then, and no later event would make the page read it again.
+    scheduleRefresh();
   }
 }
 
