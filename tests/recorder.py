@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import msgspec
 
+from app.demo.target import server_sent_events
+
 
 class Recorder:
     """Reads the live streams of the processes at ``urls``, reconnecting when one goes away and comes back.
@@ -67,17 +69,10 @@ class Recorder:
     async def _read(self, client: httpx.AsyncClient, url: str, stream: int) -> None:
         pid = 0
         async with client.stream("GET", f"{url}/demo/events") as response:
-            kind, data = "message", ""
-            async for line in response.aiter_lines():
-                if line.startswith("event:"):
-                    kind = line[6:].strip()
-                elif line.startswith("data:"):
-                    data += line[5:].strip()
-                elif not line:
-                    if kind == "hello":
-                        pid = msgspec.json.decode(data)["process"]
-                        self._listener.setdefault(pid, stream)
-                        self._hello[url].set()
-                    elif kind == "bus" and data and self._listener.get(pid) == stream:
-                        self.records.append(msgspec.json.decode(data) | {"process": url, "pid": pid})
-                    kind, data = "message", ""
+            async for kind, data in server_sent_events(response):
+                if kind == "hello":
+                    pid = msgspec.json.decode(data)["process"]
+                    self._listener.setdefault(pid, stream)
+                    self._hello[url].set()
+                elif kind == "bus" and data and self._listener.get(pid) == stream:
+                    self.records.append(msgspec.json.decode(data) | {"process": url, "pid": pid})

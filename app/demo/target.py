@@ -209,21 +209,26 @@ async def _first(hello: asyncio.Event, reader: asyncio.Task[None]) -> None:
         raise SetupError("the app closed /demo/events at once")
 
 
+async def server_sent_events(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    """Server-Sent Events as (event, data): ``event:`` and ``data:`` lines, a blank line ends one."""
+    kind, data = "message", ""
+    async for line in response.aiter_lines():
+        if line.startswith("event:"):
+            kind = line[6:].strip()
+        elif line.startswith("data:"):
+            data += line[5:].strip()
+        elif not line:
+            yield kind, data
+            kind, data = "message", ""
+
+
 async def _read_stream(http: httpx.AsyncClient, observer: Observer, hello: asyncio.Event) -> None:
-    """Server-Sent Events, parsed just enough: ``event:`` and ``data:`` lines, a blank line ends one."""
     async with http.stream("GET", "/demo/events", timeout=httpx.Timeout(10, read=None)) as response:
         if response.status_code != 200:
             hint = " (pass --ops-token, or set TICKETING_OPS_TOKEN)" if response.status_code == 401 else ""
             raise SetupError(f"/demo/events answered {response.status_code}{hint}")
-        kind, data = "message", ""
-        async for line in response.aiter_lines():
-            if line.startswith("event:"):
-                kind = line[6:].strip()
-            elif line.startswith("data:"):
-                data += line[5:].strip()
-            elif not line:
-                if kind == "hello":
-                    hello.set()
-                elif kind == "bus" and data:
-                    observer.events.append(msgspec.json.decode(data, type=FeedEvent))
-                kind, data = "message", ""
+        async for kind, data in server_sent_events(response):
+            if kind == "hello":
+                hello.set()
+            elif kind == "bus" and data:
+                observer.events.append(msgspec.json.decode(data, type=FeedEvent))
