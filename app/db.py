@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -11,12 +14,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
+from sqlalchemy.util import await_
+
+#: Seconds a SQLite writer waits for the file's one write lock before it fails.
+SQLITE_TIMEOUT = 30
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if make_url(url).get_backend_name() == "sqlite":
         # Writers queue behind SQLite's single write lock rather than fail at once.
-        kwargs.setdefault("connect_args", {"timeout": 30})
+        kwargs.setdefault("connect_args", {"timeout": SQLITE_TIMEOUT})
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -30,10 +37,29 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers and the one writer work at the same time; NORMAL sync is durable
     # across application crashes, which is what the outbox needs.
-    cursor.execute("PRAGMA journal_mode=WAL")
+    _use_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _use_wal(cursor: Any) -> None:
+    """Put the file in WAL mode, which it keeps once set.
+
+    Switching a new file to WAL needs it to itself, and SQLite answers "database is locked" at once,
+    without the busy timeout, when another process opened it in the same instant (several
+    processes starting on one new file). Ask again for as long as the timeout would have waited,
+    yielding to the event loop between tries: this runs inside the async engine's connect.
+    """
+    deadline = time.monotonic() + SQLITE_TIMEOUT
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() > deadline:
+                raise
+            await_(asyncio.sleep(0.005))
 
 
 def create_sessionmaker(

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import free_port
+
 READY_LINE = "Server is ready"
 
 
@@ -38,13 +40,6 @@ def find_binary() -> str | None:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class NatsServer:

@@ -13,14 +13,23 @@ from pathlib import Path
 
 import httpx
 
+from app.settings import KNOWN_MODULES, parse_modules
 from app.waiting import eventually
+
+#: Every port handed out in this test run: the kernel may offer a port again once its probe is closed,
+#: and two servers told the same port leave one of them answered by the other.
+_handed_out: set[int] = set()
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A loopback port nobody listens on, never the same twice in one test run."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class AppProcess:
@@ -68,9 +77,17 @@ class AppProcess:
             raise AssertionError(f"the app exited with {self.process.returncode}:\n{output}")
         try:
             async with httpx.AsyncClient() as client:
-                return (await client.get(f"{self.url}/health", timeout=2)).status_code == 200
+                response = await client.get(f"{self.url}/health", timeout=2)
         except httpx.HTTPError:
             return False
+        if response.status_code != 200:
+            return False
+        # Another server on this port (one started elsewhere) would answer too: its modules give it away.
+        modules = set(response.json()["modules"])
+        wanted = set(parse_modules(self.env.get("TICKETING_MODULES") or ",".join(KNOWN_MODULES)))
+        if modules != wanted:
+            raise AssertionError(f"{self.url} is answered by a process running {sorted(modules)}, not this one")
+        return True
 
     async def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, as a process manager would send; returns the exit code."""
