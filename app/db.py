@@ -16,21 +16,46 @@ from sqlalchemy.orm import Session
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import await_
 
+from app import sqlite
+
 #: Seconds a SQLite writer waits for the file's one write lock before it fails.
 SQLITE_TIMEOUT = 30
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if make_url(url).get_backend_name() == "sqlite":
-        # Writers queue behind SQLite's single write lock rather than fail at once.
-        kwargs.setdefault("connect_args", {"timeout": SQLITE_TIMEOUT})
-        engine = create_async_engine(url, **kwargs)
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        return engine
+        return _sqlite_engine(url, **kwargs)
     kwargs.setdefault("pool_size", 10)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
+
+
+def _sqlite_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    # Writers queue behind SQLite's single write lock rather than fail at once.
+    connect_args = {"timeout": SQLITE_TIMEOUT, **kwargs.pop("connect_args", {})}
+    arguments: list[Any] = []
+
+    async def connect() -> sqlite.Connection:
+        positional, named = arguments
+        connection = sqlite.connect(*positional, **named)
+        await connection  # opens it, on its thread
+        return connection
+
+    # A connection goes back to the pool after its session committed or rolled back: the pool's own
+    # rollback on return would be one more trip to the connection's thread for nothing, so
+    # _rollback_if_open does it only when a transaction is still open.
+    engine = create_async_engine(url, async_creator=connect, pool_reset_on_return=None, **kwargs)
+    positional, named = engine.dialect.create_connect_args(engine.url)
+    arguments[:] = [positional, {**named, **connect_args}]
+    event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    event.listen(engine.sync_engine.pool, "reset", _rollback_if_open)
+    return engine
+
+
+def _rollback_if_open(dbapi_connection: Any, _record: Any, _state: Any) -> None:
+    if dbapi_connection.driver_connection.in_transaction:
+        dbapi_connection.rollback()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
