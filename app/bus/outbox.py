@@ -28,6 +28,7 @@ from app.db import UTCDateTime
 
 # Session info: the relay (by its owner id) whose claim a staged row starts with.
 _OWNER_KEY = "ticketing.outbox.owner"
+_LEASE_KEY = "ticketing.outbox.lease"
 _STAGED_KEY = "ticketing.outbox.staged"
 _ROWS_KEY = "ticketing.outbox.rows"
 # How long a claim holds without being renewed: a dead process's rows go to another within it.
@@ -108,7 +109,7 @@ def stage(session: AsyncSession, source: str, subject: str, payload: msgspec.Str
         "occurred_at": now,
         "published_at": None,
         "claimed_by": owner,
-        "claimed_until": now + LEASE if owner else None,
+        "claimed_until": now + session.info.get(_LEASE_KEY, LEASE) if owner else None,
         "trace": msgspec.json.encode(trace).decode() if trace else None,
     }
     session.info.setdefault(_ROWS_KEY, []).append(row)
@@ -131,14 +132,18 @@ class OutboxSession(Session):
 
 
 def sessions(
-    engine: AsyncEngine, *, session_class: type[OutboxSession] = OutboxSession, owner: str | None = None
+    engine: AsyncEngine,
+    *,
+    session_class: type[OutboxSession] = OutboxSession,
+    owner: str | None = None,
+    lease: timedelta = LEASE,
 ) -> async_sessionmaker[AsyncSession]:
     """Sessions on ``engine`` that ``stage()`` can write events in.
 
-    ``owner``: the relay whose claim the rows start with (``Relay.sessions()`` passes its own and
-    hears each commit); without one, the rows wait for any relay to take them over.
+    ``owner``: the relay whose claim the rows start with, for ``lease`` (``Relay.sessions()`` passes
+    its own and hears each commit); without one, the rows wait for any relay to take them over.
     """
-    info = {_OWNER_KEY: owner} if owner else {}
+    info = {_OWNER_KEY: owner, _LEASE_KEY: lease} if owner else {}
     return db.create_sessionmaker(engine, session_class=session_class, **info)
 
 

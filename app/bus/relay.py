@@ -50,6 +50,7 @@ class Relay:
         keep_sent: timedelta = timedelta(days=1),
         upkeep_every: float = 1.0,
         mark_every: float = 0.05,
+        lease: timedelta = LEASE,
     ) -> None:
         self.owner = str(uuid.uuid4())
         self._sessionmaker = sessionmaker
@@ -57,6 +58,10 @@ class Relay:
         self._retry_delay = retry_delay
         self._keep_sent = keep_sent
         self._upkeep_every = upkeep_every
+        if lease.total_seconds() <= 2 * upkeep_every:
+            # Renewed once per upkeep, a claim must outlast two of them or a live relay loses its rows.
+            raise ValueError(f"the lease ({lease}) must be longer than two upkeep rounds ({upkeep_every} s each)")
+        self._lease = lease
         self._mark_every = mark_every
         self._queue: list[Message] = []
         self._published: list[str] = []
@@ -82,7 +87,7 @@ class Relay:
             """A class of this relay's own: its hook hears this relay's sessions and no others."""
 
         event.listen(RelayedSession, "after_commit", self._committed)
-        return outbox.sessions(engine, session_class=RelayedSession, owner=self.owner)
+        return outbox.sessions(engine, session_class=RelayedSession, owner=self.owner, lease=self._lease)
 
     @property
     def backlog(self) -> int:
@@ -254,7 +259,7 @@ class Relay:
     async def _renew(self) -> None:
         """Hold on to the rows on their way from here: their claims would otherwise run out."""
         if self._held:
-            await self._update(sorted(self._held), claimed_by=self.owner, claimed_until=utcnow() + LEASE)
+            await self._update(sorted(self._held), claimed_by=self.owner, claimed_until=utcnow() + self._lease)
 
     async def _take_over(self) -> int:
         """Claim and queue the rows no live relay holds: unsent, and unclaimed or claimed too long ago."""
@@ -275,7 +280,7 @@ class Relay:
         claim = (
             update(OutboxRecord)
             .where(OutboxRecord.id.in_(free.scalar_subquery()))
-            .values(claimed_by=self.owner, claimed_until=now + LEASE)
+            .values(claimed_by=self.owner, claimed_until=now + self._lease)
             .returning(OutboxRecord)
         )
         async with self._sessionmaker() as session:

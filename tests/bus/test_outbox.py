@@ -61,8 +61,10 @@ class Received:
         return [message.data for message in self.messages]
 
 
-async def started(engine: AsyncEngine, bus: MemoryBus) -> tuple[Relay, async_sessionmaker[AsyncSession]]:
-    relay = Relay(db.create_sessionmaker(engine), bus)
+async def started(
+    engine: AsyncEngine, bus: MemoryBus, upkeep_every: float = 1.0
+) -> tuple[Relay, async_sessionmaker[AsyncSession]]:
+    relay = Relay(db.create_sessionmaker(engine), bus, upkeep_every=upkeep_every)
     await relay.start()
     return relay, relay.sessions(engine)
 
@@ -187,6 +189,7 @@ async def test_publish_failures_are_retried_and_nothing_is_lost(engine: AsyncEng
 CRASH_AFTER_COMMIT = textwrap.dedent(
     """
     import asyncio, os, sys
+    from datetime import timedelta
     import msgspec
     from app import db
     from app.bus.memory import MemoryBus
@@ -196,7 +199,8 @@ CRASH_AFTER_COMMIT = textwrap.dedent(
 
     async def main() -> None:
         engine = db.create_engine(sys.argv[1])
-        relay = Relay(db.create_sessionmaker(engine), MemoryBus())
+        # Its rows are claimed for 0.6 s, not the production lease: the next start waits that long.
+        relay = Relay(db.create_sessionmaker(engine), MemoryBus(), upkeep_every=0.1, lease=timedelta(seconds=0.6))
         await relay.start()
         sessions = relay.sessions(engine)
         async with sessions() as session:
@@ -224,7 +228,7 @@ async def test_an_event_committed_just_before_a_crash_is_published_at_the_next_s
     bus = MemoryBus()
     received = Received()
     await bus.subscribe("note:written", "readers", received)
-    relay, _ = await started(engine, bus)
+    relay, _ = await started(engine, bus, upkeep_every=0.1)
     await eventually(lambda: received.messages, what="the recovered event")
     assert msgspec.json.decode(received.bodies[0])["id"] == "survivor"
     await relay.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
@@ -24,6 +25,10 @@ from app.waiting import eventually
 from tests.bus.test_outbox import Received, engine, unsent, write
 
 __all__ = ["engine"]  # the fixture: a database with the outbox, SQLite and PostgreSQL
+
+# The relays here hold their claims this long (renewing them every 0.1 s), not the production
+# LEASE: the same rules, with the waits for a claim to run out five times shorter.
+SHORT_LEASE = timedelta(seconds=0.6)
 
 
 class Unreachable(MemoryBus):
@@ -48,7 +53,7 @@ async def relays(engine: AsyncEngine) -> AsyncIterator[list[Relay]]:
 
 
 async def relay_on(engine: AsyncEngine, bus: MemoryBus, relays: list[Relay]) -> Relay:
-    relay = Relay(db.create_sessionmaker(engine), bus, retry_delay=0.05, upkeep_every=0.1)
+    relay = Relay(db.create_sessionmaker(engine), bus, retry_delay=0.05, upkeep_every=0.1, lease=SHORT_LEASE)
     await relay.start()
     relays.append(relay)
     return relay
@@ -81,7 +86,7 @@ async def test_rows_a_live_relay_holds_are_not_taken_by_another(engine: AsyncEng
     async def renewed_past_the_first_lease() -> bool:
         async with engine.connect() as connection:
             lowest = await connection.scalar(select(func.min(OutboxRecord.claimed_until)))
-        return lowest is not None and lowest > first + LEASE
+        return lowest is not None and lowest > first + SHORT_LEASE
 
     # Longer than a lease has passed, and the holder has kept renewing: nobody else took them.
     await eventually(renewed_past_the_first_lease, timeout=10, what="the holder to renew its claims twice over")
@@ -104,7 +109,7 @@ async def test_the_rows_of_a_relay_that_died_go_out_through_another(engine: Asyn
     started = asyncio.get_running_loop().time()
     await eventually(lambda: len(received.messages) == 3, timeout=10, what="the dead relay's rows")
     # Taken over once the dead one's claims ran out: no sooner, and well within ten seconds.
-    assert LEASE.total_seconds() / 2 < asyncio.get_running_loop().time() - started < 10
+    assert SHORT_LEASE.total_seconds() / 2 < asyncio.get_running_loop().time() - started < 10
     await eventually(lambda: _none_unsent(engine), timeout=5, what="the rows marked sent")
     assert survivor_bus.stats.published == 3
 
@@ -164,7 +169,7 @@ async def test_a_row_whose_commit_the_relay_never_heard_goes_out_once_its_claim_
     received = Received()
     await bus.subscribe("note:written", "readers", received)
     relay = await relay_on(engine, bus, relays)
-    unheard = outbox.sessions(engine, owner=relay.owner)
+    unheard = outbox.sessions(engine, owner=relay.owner, lease=SHORT_LEASE)
     await write(unheard, "lost")
     assert await claims(engine) == Counter({relay.owner: 1})
     await eventually(lambda: len(received.messages) == 1, timeout=10, what="the unheard row, from its own relay")
@@ -180,9 +185,14 @@ async def test_a_relay_whose_claims_ran_out_while_it_still_holds_them_publishes_
     # Their claims ran out while they were queued here: a commit that waited longer than a lease
     # for SQLite's write lock hands over rows already expired. A take-over round comes next.
     async with engine.begin() as connection:
-        await connection.execute(update(OutboxRecord).values(claimed_until=utcnow() - LEASE))
+        await connection.execute(update(OutboxRecord).values(claimed_until=utcnow() - SHORT_LEASE))
     assert await holder._take_over() == 0
     assert await claims(engine) == Counter({holder.owner: 2})
     stuck.reachable = True
     assert await holder.flush(timeout=10)
     assert (stuck.stats.published, await unsent(engine)) == (2, 0)
+
+
+def test_a_lease_that_upkeep_could_not_renew_in_time_is_refused(engine: AsyncEngine) -> None:
+    with pytest.raises(ValueError, match="must be longer than two upkeep rounds"):
+        Relay(db.create_sessionmaker(engine), MemoryBus(), upkeep_every=1.0, lease=timedelta(seconds=2))
