@@ -3,9 +3,14 @@
 aiosqlite runs each call on the connection's own thread, and SQLAlchemy's adapter makes four such
 calls for one statement: make a cursor, execute, fetch the rows, close. Each trip is a queue hand-off
 and a wake-up of the event loop, and on the write path they cost more than the statement itself.
-These subclasses make it one: the cursor is made, the statement run and its rows read in a single
-call on the thread, and closing has nothing left to do (the rows are read, so SQLite has already
-reset the statement). The connection's thread, the queue and everything else stay aiosqlite's.
+The cursor here makes them one call on the thread: a sqlite3 cursor is made, the statement run, its
+rows read and the cursor closed, keeping what SQLAlchemy asks afterwards (the rows, description,
+rowcount, lastrowid). Closing it there, not leaving it to the garbage collector, matters: a sqlite3
+cursor that is still open when it is freed resets its statement on whatever thread frees it, while
+the connection's own thread may be running that same cached statement for another cursor. Tried
+that way, concurrent writers under load (the convergence tests on three workers) now and then found
+a write transaction left open and waited out the 30 s busy timeout. The connection's thread, its
+queue and everything else stay aiosqlite's.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import collections
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import aiosqlite
 
@@ -21,41 +26,58 @@ T = TypeVar("T")
 Parameters = Sequence[Any] | Mapping[str, Any]
 
 
+class _Ran(NamedTuple):
+    """What a statement left, read on the thread before its cursor was closed."""
+
+    rows: list[Any]
+    description: Any
+    rowcount: int
+    lastrowid: int | None
+
+
+_NOTHING_YET = _Ran([], None, -1, None)
+
+
 class Cursor(aiosqlite.Cursor):
-    """A cursor whose ``execute`` also reads the rows, on the connection's thread."""
+    """A cursor whose ``execute`` runs, reads and closes in one call on the connection's thread."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
-        super().__init__(conn, None)  # type: ignore[arg-type]  # the real one: _made, on the thread
-        self._made: sqlite3.Cursor | None = None
+        super().__init__(conn, None)  # type: ignore[arg-type]  # each statement makes its own, on the thread
+        self._ran = _NOTHING_YET
         self._rows: collections.deque[Any] = collections.deque()
         self._arraysize = 1
 
     async def _on_thread(self, function: Callable[..., T], *args: Any) -> T:
         return cast(T, await self._conn._execute(function, *args))  # type: ignore[no-untyped-call]
 
-    def _raw(self) -> sqlite3.Cursor:
-        # Runs on the connection's thread: a file's connection allows others, :memory:'s does not.
-        if self._made is None:
-            self._made = self._conn._conn.cursor()
-            self._made.arraysize = self._arraysize
-        return self._made
+    def _run(self, sql: str, parameters: Parameters) -> _Ran:
+        # On the connection's thread: a :memory: database's connection allows no other.
+        cursor = self._conn._conn.cursor()
+        try:
+            cursor.execute(sql, parameters)
+            rows = cursor.fetchall() if cursor.description else []
+            return _Ran(rows, cursor.description, cursor.rowcount, cursor.lastrowid)
+        finally:
+            cursor.close()
 
-    def _run(self, sql: str, parameters: Parameters) -> list[Any]:
-        cursor = self._raw()
-        cursor.execute(sql, parameters)
-        return cursor.fetchall() if cursor.description else []
+    def _run_many(self, sql: str, parameters: Iterable[Parameters]) -> _Ran:
+        cursor = self._conn._conn.cursor()
+        try:
+            cursor.executemany(sql, parameters)
+            return _Ran([], cursor.description, cursor.rowcount, cursor.lastrowid)
+        finally:
+            cursor.close()
+
+    def _keep(self, ran: _Ran) -> Cursor:
+        self._ran = ran
+        self._rows = collections.deque(ran.rows)
+        return self
 
     async def execute(self, sql: str, parameters: Parameters | None = None) -> Cursor:  # type: ignore[override]
-        self._rows = collections.deque(await self._on_thread(self._run, sql, () if parameters is None else parameters))
-        return self
-
-    def _run_many(self, sql: str, parameters: Iterable[Parameters]) -> None:
-        self._raw().executemany(sql, parameters)
+        return self._keep(await self._on_thread(self._run, sql, () if parameters is None else parameters))
 
     async def executemany(self, sql: str, parameters: Iterable[Parameters]) -> Cursor:  # type: ignore[override]
-        self._rows.clear()
-        await self._on_thread(self._run_many, sql, parameters)
-        return self
+        return self._keep(await self._on_thread(self._run_many, sql, parameters))
 
     async def fetchall(self) -> list[Any]:
         rows = list(self._rows)
@@ -70,21 +92,20 @@ class Cursor(aiosqlite.Cursor):
         return [self._rows.popleft() for _ in range(min(count, len(self._rows)))]
 
     async def close(self) -> None:
-        # Every row is read by execute, so SQLite has already reset the statement; the sqlite3 cursor
-        # goes with this object. Nothing is left that is worth a trip to the thread.
+        # The sqlite3 cursor was closed on the thread, in the statement's own trip.
         self._rows.clear()
 
     @property
     def description(self) -> Any:
-        return None if self._made is None else self._made.description
+        return self._ran.description
 
     @property
     def rowcount(self) -> int:
-        return -1 if self._made is None else self._made.rowcount
+        return self._ran.rowcount
 
     @property
     def lastrowid(self) -> int | None:
-        return None if self._made is None else self._made.lastrowid
+        return self._ran.lastrowid
 
     @property
     def arraysize(self) -> int:
@@ -97,7 +118,7 @@ class Cursor(aiosqlite.Cursor):
 
 class Connection(aiosqlite.Connection):
     def cursor(self) -> Cursor:  # type: ignore[override]
-        # No trip to make one: SQLAlchemy enters it (``async with``) and the thread makes the real one.
+        # No trip to make one: SQLAlchemy enters it (``async with``); each statement makes its own.
         return Cursor(self)
 
 

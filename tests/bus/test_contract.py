@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import logging
 import time
@@ -19,8 +20,10 @@ from tests.bus.conftest import DURABLE_BACKENDS, FAST, Harness
 
 # A backoff far longer than the tests wait: only a wake-up can bring an early delivery back in time.
 SLOW_RETRIES = DeliveryPolicy(max_deliver=4, backoff=3.0, backoff_max=3.0)
-# Early deliveries give up after 1.5 s (NATS: longer than its ack_wait of 1 s, as it must be).
+# Early deliveries give up after 1.5 s (NATS: longer than its ack_wait of 1 s, as it must be);
+# in memory, where no redelivery timer has to be outlasted, after 0.4 s.
 SHORT_WAIT = DeliveryPolicy(max_deliver=2, backoff=0.01, backoff_max=0.05, max_wait=1.5)
+SHORT_WAIT_IN_MEMORY = dataclasses.replace(SHORT_WAIT, max_wait=0.4)
 
 
 def message(subject: str, body: str, source: str = "tests") -> Message:
@@ -437,7 +440,7 @@ async def test_an_early_delivery_comes_again_as_soon_as_its_record_moves_on(bus:
     await eventually(lambda: bus.pending == 0)
 
 
-@pytest.mark.policy(SHORT_WAIT, ack_wait=1.0)
+@pytest.mark.policy(SHORT_WAIT, ack_wait=1.0, memory=SHORT_WAIT_IN_MEMORY)
 async def test_an_early_delivery_whose_predecessor_never_comes_is_dead_lettered_after_max_wait(
     bus: Bus, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -448,14 +451,14 @@ async def test_an_early_delivery_whose_predecessor_never_comes_is_dead_lettered_
     with caplog.at_level(logging.ERROR):
         await bus.publish(versions(subject, "r", 2))
         [dead] = await eventually(bus.dead_letters, timeout=10, what="the dead letter")
-    assert time.monotonic() - started >= SHORT_WAIT.max_wait
+    assert time.monotonic() - started >= bus.policy.max_wait
     assert "waited" in dead.error and "early" in dead.error
     assert (dead.message.subject, dead.group, dead.key) == (subject, "g", "r")
     await eventually(lambda: bus.pending == 0)
     assert any("Dead-lettered" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
 
 
-@pytest.mark.policy(SHORT_WAIT, ack_wait=1.0)
+@pytest.mark.policy(SHORT_WAIT, ack_wait=1.0, memory=SHORT_WAIT_IN_MEMORY)
 async def test_replaying_a_dead_letter_lets_through_what_waited_behind_it_in_version_order(bus: Bus) -> None:
     subject = unique("unblock")
     handler = Versions(broken={"r:1"})
