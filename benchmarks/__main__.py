@@ -23,6 +23,7 @@ DEFAULT_POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 BENCHMARKS: dict[str, tuple[str, list[str]]] = {
     "write_path_http": ("the write path over real HTTP vs a one-insert floor app", ["--rounds", "2", "--seconds", "5"]),
     "write_path": ("the same in process (ASGI), with propagation commit -> replica", ["--rounds", "1"]),
+    "sqlite_trips": ("trips to SQLite's threads per create, ours vs aiosqlite as shipped", ["--creates", "160"]),
     "propagation": ("an edit's 200 -> the live stream's applied record, memory and NATS", ["--edits", "200"]),
     "memory": ("peak RSS through 100,000 events, and a 100-buyer order rush", ["--events", "20000"]),
     "nats_bus": ("the NATS bus vs raw nats-py JetStream", ["--rounds", "3"]),

@@ -120,13 +120,18 @@ async def test_health_reports_the_database_and_bus_it_uses(start_app: AppFactory
 
 async def test_health_is_503_when_the_database_is_gone(start_app: AppFactory) -> None:
     async with start_app() as api:
-        await api.runtime.engine.dispose()
         # Point the engine at a file that cannot be opened: the next ping fails.
         from app import db
 
-        api.runtime.engine = db.create_engine("sqlite+aiosqlite:////nonexistent-dir/x.db")
-        response = await api.http.get("/health")
-        asked_with_head = await api.http.head("/health")
+        working, api.runtime.engine = api.runtime.engine, db.create_engine("sqlite+aiosqlite:////nonexistent-dir/x.db")
+        try:
+            response = await api.http.get("/health")
+            asked_with_head = await api.http.head("/health")
+        finally:
+            # The runtime's stop closes its own engine's connections, which the relay and the
+            # listeners kept using; left open, their threads outlive the test's event loop.
+            await api.runtime.engine.dispose()
+            api.runtime.engine = working
     assert response.status_code == 503
     assert response.json()["databaseOk"] is False
     assert (asked_with_head.status_code, asked_with_head.content) == (503, b"")
