@@ -13,6 +13,7 @@ from sqlalchemy import BigInteger, DateTime, Dialect, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session
+from sqlalchemy.pool import PoolResetState
 from sqlalchemy.types import TypeDecorator
 from sqlalchemy.util import await_
 
@@ -53,7 +54,11 @@ def _sqlite_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return engine
 
 
-def _rollback_if_open(dbapi_connection: Any, _record: Any, _state: Any) -> None:
+def _rollback_if_open(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
+    # Nothing can be awaited from the garbage collector (the connection is terminated instead), and
+    # a transaction the Connection already ended needs nothing more.
+    if not state.asyncio_safe or state.terminate_only or state.transaction_was_reset:
+        return
     if dbapi_connection.driver_connection.in_transaction:
         dbapi_connection.rollback()
 
