@@ -55,9 +55,10 @@ def _sqlite_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 
 def _rollback_if_open(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
-    # Nothing can be awaited from the garbage collector (the connection is terminated instead), and
-    # a transaction the Connection already ended needs nothing more.
-    if not state.asyncio_safe or state.terminate_only or state.transaction_was_reset:
+    # Nothing can be awaited from the garbage collector (the connection is terminated instead). A
+    # Connection that says it ended the transaction is still asked: a COMMIT that failed (a deferred
+    # constraint, a full disk) leaves SQLite's transaction open while SQLAlchemy counts it done.
+    if not state.asyncio_safe or state.terminate_only:
         return
     if dbapi_connection.driver_connection.in_transaction:
         dbapi_connection.rollback()

@@ -11,6 +11,10 @@ the connection's own thread may be running that same cached statement for anothe
 that way, concurrent writers under load (the convergence tests on three workers) now and then found
 a write transaction left open and waited out the 30 s busy timeout. The connection's thread, its
 queue and everything else stay aiosqlite's.
+
+The price: a result is read whole in its one trip, so ``stream()`` and ``yield_per`` hand it out in
+parts but no longer bound the memory it takes. Nothing here streams; whatever comes to need it
+should page instead (as the lists do).
 """
 
 from __future__ import annotations

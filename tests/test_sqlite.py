@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Integer, String, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.util import greenlet_spawn
@@ -119,3 +120,29 @@ async def test_a_connection_given_back_inside_a_transaction_is_rolled_back(engin
         await connection.execute(text("INSERT INTO seat (id, row, version) VALUES (8, 'next', 1)"))
         rows = (await connection.execute(select(Seat.id))).scalars().all()
     assert rows == [8]
+
+
+async def test_a_commit_that_fails_leaves_no_transaction_behind(engine: AsyncEngine, sqlite_url: str) -> None:
+    # A deferred constraint fails the COMMIT itself: SQLite keeps the transaction open, while
+    # SQLAlchemy counts it ended. The pool's reset must still roll it back, or the write lock stays.
+    gig = "CREATE TABLE gig (id INTEGER PRIMARY KEY, hall INTEGER REFERENCES hall (id) DEFERRABLE INITIALLY DEFERRED)"
+    async with engine.begin() as connection:
+        await connection.execute(text("CREATE TABLE hall (id INTEGER PRIMARY KEY)"))
+        await connection.execute(text(gig))
+    sessions = db.create_sessionmaker(engine)
+
+    async def book_a_gig_in_no_hall() -> None:
+        async with sessions() as session:
+            await session.execute(text("INSERT INTO gig VALUES (1, 99)"))
+            await session.commit()
+
+    with pytest.raises(IntegrityError, match="FOREIGN KEY"):
+        await book_a_gig_in_no_hall()
+    other = db.create_engine(sqlite_url, connect_args={"timeout": 0.5})  # another process, say
+    try:
+        async with other.begin() as connection:
+            await connection.execute(text("INSERT INTO hall VALUES (1)"))
+    finally:
+        await other.dispose()
+    async with engine.connect() as connection:
+        assert (await connection.execute(text("SELECT count(*) FROM gig"))).scalar_one() == 0
