@@ -47,6 +47,8 @@ def _sqlite_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # rollback on return would be one more trip to the connection's thread for nothing, so
     # _rollback_if_open does it only when a transaction is still open.
     engine = create_async_engine(url, async_creator=connect, pool_reset_on_return=None, **kwargs)
+    # What aiosqlite.connect would get (file, uri, check_same_thread), as the dialect works it out
+    # from the URL: known only once the engine exists, and read by connect() from then on.
     positional, named = engine.dialect.create_connect_args(engine.url)
     arguments[:] = [positional, {**named, **connect_args}]
     event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
